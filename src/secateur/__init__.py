@@ -1,0 +1,35 @@
+"""secateur: prune PyTorch and Hugging Face models so they get smaller and faster, measured.
+
+>>> import torch, secateur as sc
+>>> net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
+>>> result = sc.prune(net, sc.Structured(sparsity=0.5), example_inputs=torch.randn(1, 8))
+"""
+
+__version__ = "0.1.0"
+
+from .errors import (
+    GraphCaptureError,
+    InvalidSparsityError,
+    ModelFileError,
+    PruningError,
+    RecipeError,
+    SecateurError,
+    UnknownCriterionError,
+)
+from .evaluate import accuracy
+from .finetune import FinetuneResult, finetune
+from .graph import register_function_rule, register_module_rule
+from .io import load, save
+from .methods import Macs, Params, Structured, Unstructured
+from .onnx_export import OnnxModel, export_onnx
+from .plan import Plan
+from .profile import Profile, profile
+from .prune import PruneResult, prune
+from .quant import quantize
+
+__all__ = [
+    "FinetuneResult", "GraphCaptureError", "InvalidSparsityError", "Macs", "ModelFileError", "OnnxModel",
+    "Params", "Plan", "Profile", "PruneResult", "PruningError", "RecipeError", "SecateurError", "Structured",
+    "UnknownCriterionError", "Unstructured", "__version__", "accuracy", "export_onnx", "finetune", "load",
+    "profile", "prune", "quantize", "register_function_rule", "register_module_rule", "save",
+]

@@ -1,0 +1,118 @@
+"""Save and load pruned models: safetensors weights plus a JSON manifest. Loading never unpickles.
+
+``load`` rebuilds pruned shapes on a fresh instance of the original architecture by resizing every
+tensor whose saved shape differs, fixing the size attributes of its module, then loading weights.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from . import __version__
+from .errors import ModelFileError
+from .masks import apply_mask, masked_modules
+from .plan import Plan, sync_module_attributes
+
+FORMAT = "secateur.v1"
+WEIGHTS, MANIFEST = "model.safetensors", "manifest.json"
+
+
+def _plain_state(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str], list[str]]:
+    """Weights with masks folded in, shared tensors stored once: (tensors, tied aliases, masked names)."""
+    masked = [f"{n}.weight" if n else "weight" for n in masked_modules(model)]
+    state = {k: v for k, v in model.state_dict().items() if "parametrizations." not in k}
+    for name in masked:
+        state[name] = model.get_submodule(name.rpartition(".")[0]).weight.detach()
+    tensors, tied, seen = {}, {}, {}
+    for name, t in state.items():
+        key = (t.data_ptr(), t.shape, t.dtype) if t.numel() else None
+        if key is not None and key in seen:
+            tied[name] = seen[key]
+            continue
+        if key is not None:
+            seen[key] = name
+        tensors[name] = t.detach().contiguous().cpu()
+    return tensors, tied, masked
+
+
+def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def save(model: nn.Module, directory: str | os.PathLike, plan: Plan | None = None,
+         metadata: dict | None = None) -> Path:
+    """Write ``model`` to ``directory`` as ``model.safetensors`` + ``manifest.json``.
+
+    >>> save(nn.Linear(2, 2), "/tmp/secateur-doc").name
+    'secateur-doc'
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors, tied, masked = _plain_state(model)
+    manifest = {
+        "format": FORMAT, "secateur_version": __version__, "model_class": type(model).__qualname__,
+        "tensors": {k: list(v.shape) for k, v in tensors.items()}, "tied": tied, "masked": masked,
+        "plan": plan.to_dict() if plan else None, "metadata": metadata or {},
+    }
+    _write_atomic(directory / WEIGHTS, lambda p: save_file(tensors, str(p), metadata={"format": FORMAT}))
+    _write_atomic(directory / MANIFEST, lambda p: p.write_text(json.dumps(manifest, indent=1)))
+    return directory
+
+
+def read_manifest(directory: str | os.PathLike) -> dict:
+    """The manifest of a saved model, with a clear error when the folder is not one."""
+    directory = Path(directory)
+    path = directory / MANIFEST
+    if not path.is_file() or not (directory / WEIGHTS).is_file():
+        raise ModelFileError(f"{directory} holds no saved model ({MANIFEST} and {WEIGHTS} are needed); "
+                             "write one with secateur.save(model, directory)")
+    manifest = json.loads(path.read_text())
+    if manifest.get("format") != FORMAT:
+        raise ModelFileError(f"{path} has format {manifest.get('format')!r}; this secateur reads {FORMAT!r}")
+    return manifest
+
+
+def _resize_to(model: nn.Module, name: str, shape: list[int], dtype: torch.dtype) -> None:
+    path, _, leaf = name.rpartition(".")
+    module = model.get_submodule(path) if path else model
+    old = getattr(module, leaf, None)
+    if old is None or list(old.shape) == shape:
+        return
+    new = torch.empty(shape, dtype=dtype, device=old.device)
+    if leaf in module._parameters:
+        module._parameters[leaf] = nn.Parameter(new, requires_grad=old.requires_grad)
+    else:
+        module._buffers[leaf] = new
+    sync_module_attributes(module)
+
+
+def load(directory: str | os.PathLike, base: nn.Module | Callable[[], nn.Module], masks: bool = True) -> nn.Module:
+    """Rebuild a saved (pruned) model on ``base``: a fresh module, or a class / factory that makes one.
+
+    With ``masks=True`` weights that were masked when saved get their masks back (zeros stay zero
+    through further fine-tuning).
+    """
+    manifest = read_manifest(directory)
+    tensors = load_file(str(Path(directory) / WEIGHTS))
+    model = base if isinstance(base, nn.Module) else base()
+    for name, t in tensors.items():
+        _resize_to(model, name, list(t.shape), t.dtype)
+    result = model.load_state_dict(tensors, strict=False)
+    missing = set(result.missing_keys) - set(manifest["tied"])
+    if missing or result.unexpected_keys:
+        raise ModelFileError(f"{directory} does not fit {type(model).__name__}: missing {sorted(missing)[:5]}, "
+                             f"unexpected {sorted(result.unexpected_keys)[:5]}; pass the original architecture")
+    if masks:
+        for name in manifest["masked"]:
+            module = model.get_submodule(name.rpartition(".")[0])
+            apply_mask(module, module.weight.detach() != 0)
+    return model

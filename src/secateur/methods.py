@@ -1,0 +1,102 @@
+"""Pruning methods: plain dataclasses that say *what* to remove. ``secateur.prune`` knows how."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from .criteria import check_criterion
+from .errors import InvalidSparsityError
+
+Scope = Literal["layer", "global"]
+
+
+def _check_fraction(name: str, value: float, *, low_open: bool, high_open: bool) -> None:
+    low_ok = value > 0 if low_open else value >= 0
+    high_ok = value < 1 if high_open else value <= 1
+    if not (low_ok and high_ok):
+        lo, hi = "(0" if low_open else "[0", "1)" if high_open else "1]"
+        raise InvalidSparsityError(f"{name}={value!r} is outside {lo}, {hi}; pass a fraction such as 0.5")
+
+
+def _check_scope(scope: str) -> None:
+    if scope not in ("layer", "global"):
+        raise ValueError(f"scope={scope!r} is not valid; choose 'layer' or 'global'")
+
+
+@dataclass(frozen=True)
+class Macs:
+    """Target: keep this fraction of the dense model's multiply-accumulates."""
+
+    fraction: float
+
+    def __post_init__(self) -> None:
+        _check_fraction("Macs.fraction", self.fraction, low_open=True, high_open=False)
+
+
+@dataclass(frozen=True)
+class Params:
+    """Target: keep this fraction of the dense model's parameters."""
+
+    fraction: float
+
+    def __post_init__(self) -> None:
+        _check_fraction("Params.fraction", self.fraction, low_open=True, high_open=False)
+
+
+Target = Macs | Params
+
+
+@dataclass(frozen=True)
+class Unstructured:
+    """Zero individual weights of Conv/Linear layers (masks held through fine-tuning).
+
+    ``sparsity`` is the fraction of weights zeroed in each layer (``scope="layer"``) or across all of
+    them (``scope="global"``). ``ignore`` holds module-name patterns (fnmatch) to leave dense.
+
+    >>> Unstructured(0.8, scope="global").sparsity
+    0.8
+    """
+
+    sparsity: float
+    scope: Scope = "layer"
+    criterion: str = "magnitude"
+    ignore: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _check_fraction("sparsity", self.sparsity, low_open=False, high_open=True)
+        _check_scope(self.scope)
+        check_criterion(self.criterion)
+
+
+@dataclass(frozen=True)
+class Structured:
+    """Physically remove channels/neurons, with every coupled layer, so the model really shrinks.
+
+    Give either ``sparsity`` (fraction of each coupled group's channels removed) or ``target``
+    (a :class:`Macs` or :class:`Params` fraction to keep; a bare float means MACs). ``round_to`` keeps
+    channel counts at multiples of it; ``ignore`` holds module-name patterns (fnmatch) of layers whose
+    output channels stay (their inputs may still shrink when the layer before them is pruned).
+
+    >>> Structured(target=0.5).target
+    Macs(fraction=0.5)
+    """
+
+    sparsity: float | None = None
+    target: Target | float | None = None
+    criterion: str = "magnitude"
+    scope: Scope = "layer"
+    round_to: int = 1
+    ignore: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if (self.sparsity is None) == (self.target is None):
+            raise InvalidSparsityError("give exactly one of sparsity= or target=, e.g. Structured(sparsity=0.5)")
+        if self.sparsity is not None:
+            _check_fraction("sparsity", self.sparsity, low_open=False, high_open=True)
+        if isinstance(self.target, int | float):
+            object.__setattr__(self, "target", Macs(float(self.target)))
+        _check_scope(self.scope)
+        check_criterion(self.criterion)
+        if self.round_to < 1:
+            raise ValueError(f"round_to={self.round_to} must be a positive integer, e.g. 8")

@@ -1,0 +1,138 @@
+"""Run a recipe: train the dense model, then prune / fine-tune / quantize / export, measuring each stage."""
+
+from __future__ import annotations
+
+import copy
+import platform
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import __version__
+from .counting import count_macs, count_nonzero_params, count_params
+from .evaluate import accuracy
+from .finetune import finetune
+from .io import save
+from .latency import ort_latency_ms, torch_latency_ms
+from .methods import Macs, Params, Structured, Unstructured
+from .onnx_export import OnnxModel, export_onnx
+from .prune import PruneResult, prune
+from .quant import quantize
+from .recipe import FinetuneStep, PruneStep, QuantizeStep, Recipe
+from .zoo import Dataset, build_model, load_dataset
+
+STAGE_NAMES = {"prune": "pruned", "finetune": "finetuned", "quantize": "quantized"}
+
+
+def method_of(step: PruneStep) -> Structured | Unstructured:
+    """The pruning method a recipe step describes."""
+    if step.method == "unstructured":
+        return Unstructured(step.sparsity or 0.0, scope=step.scope, criterion=step.criterion, ignore=tuple(step.ignore))
+    target = Macs(step.target_macs) if step.target_macs else Params(step.target_params) if step.target_params else None
+    return Structured(sparsity=step.sparsity, target=target, criterion=step.criterion, scope=step.scope,
+                      round_to=step.round_to, ignore=tuple(step.ignore))
+
+
+class Run:
+    """One recipe run: the model, its data, the measured stages, and where files go."""
+
+    def __init__(self, recipe: Recipe, out: Path, progress: bool = True) -> None:
+        self.recipe, self.out, self.progress = recipe, out, progress
+        torch.manual_seed(recipe.seed)
+        self.data: Dataset = load_dataset(recipe.data, recipe.seed)
+        self.model: nn.Module = build_model(recipe.model.removeprefix("zoo:"))
+        self.teacher: nn.Module | None = None
+        self.stages: list[dict] = []
+        self.prune_result: PruneResult | None = None
+        batch = recipe.report.batch_size
+        reps = -(-batch // len(self.data.test.x))
+        self.bench_inputs = (self.data.test.x.repeat(reps, 1, 1, 1)[:batch].contiguous(),)
+
+    def _onnx_path(self, stage: str) -> Path:
+        return self.out / "stages" / f"{stage}.onnx"
+
+    def measure(self, stage: str) -> None:
+        """Accuracy, params, MACs per sample, ONNX bytes and both latencies of the current model."""
+        runs = self.recipe.report.runs
+        onnx_model = OnnxModel(export_onnx(self.model, self._onnx_path(stage), self.data.example))
+        self.stages.append({"name": stage, "metrics": {
+            "accuracy": accuracy(self.model, self.data.test.x, self.data.test.y),
+            "params": count_params(self.model), "nonzero_params": count_nonzero_params(self.model),
+            "macs": count_macs(self.model, (self.data.example,)), "file_bytes": onnx_model.file_bytes,
+            "latency_ms": {"torch": torch_latency_ms(self.model, self.bench_inputs, runs),
+                           "onnxruntime": ort_latency_ms(onnx_model, self.bench_inputs, runs)},
+        }})
+
+    def train_dense(self) -> None:
+        cfg = self.recipe.train
+        if cfg is not None:
+            loader = self.data.train.loader(cfg.batch_size, shuffle=True, seed=self.recipe.seed)
+            finetune(self.model, loader, cfg.epochs, lr=cfg.lr, progress=self.progress)
+        self.teacher = copy.deepcopy(self.model).eval()
+        self.measure("dense")
+
+    def do_prune(self, step: PruneStep) -> None:
+        self.prune_result = prune(self.model, method_of(step), example_inputs=self.data.example)
+        self.measure("pruned")
+
+    def do_finetune(self, step: FinetuneStep) -> None:
+        loader = self.data.train.loader(step.batch_size, shuffle=True, seed=self.recipe.seed + 1)
+        finetune(self.model, loader, step.epochs, teacher=self.teacher if step.distill else None, lr=step.lr,
+                 temperature=step.temperature, alpha=step.alpha, progress=self.progress)
+        self.measure("finetuned")
+
+    def do_quantize(self, step: QuantizeStep) -> None:
+        x = self.data.train.x
+        calibration = [x[i : i + 64] for i in range(0, min(len(x), 64 * step.calibration_batches), 64)]
+        q = quantize(self.model, self._onnx_path("quantized"), example_inputs=self.data.example,
+                     calibration=calibration)
+        runs = self.recipe.report.runs
+        self.stages.append({"name": "quantized", "metrics": {
+            "accuracy": accuracy(q, self.data.test.x, self.data.test.y),
+            "params": count_params(self.model), "nonzero_params": count_nonzero_params(self.model),
+            "macs": count_macs(self.model, (self.data.example,)), "file_bytes": q.file_bytes,
+            "latency_ms": {"torch": torch_latency_ms(_torch_int8(self.model), self.bench_inputs, runs),
+                           "onnxruntime": ort_latency_ms(q, self.bench_inputs, runs)},
+        }})
+
+    def do_export(self, formats: list[str]) -> None:
+        plan = self.prune_result.plan if self.prune_result else None
+        if "safetensors" in formats:
+            save(self.model, self.out / "model", plan=plan, metadata={"recipe": self.recipe.name})
+        if "onnx" in formats:
+            export_onnx(self.model, self.out / "model.onnx", self.data.example)
+
+    def report(self) -> dict:
+        return {
+            "secateur_version": __version__, "recipe": self.recipe.model_dump(),
+            "environment": {"torch": torch.__version__, "threads": torch.get_num_threads(),
+                            "machine": platform.machine(), "python": platform.python_version()},
+            "prune": self.prune_result.to_dict() if self.prune_result else None,
+            "notes": {"macs": "per sample", "latency_ms": f"median of {self.recipe.report.runs} runs, batch "
+                      f"{self.recipe.report.batch_size}", "file_bytes": "size of the stage's ONNX file",
+                      "quantized.torch": "torch dynamic int8 (Linear) of the same model; the onnxruntime "
+                      "column runs the static int8 QDQ file"},
+            "stages": self.stages,
+        }
+
+
+def _torch_int8(model: nn.Module) -> nn.Module:
+    """torch's own dynamic int8 of the Linear layers, to time the quantized stage in torch."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.ao.quantization.quantize_dynamic(copy.deepcopy(model).eval(), {nn.Linear}, dtype=torch.qint8)
+
+
+def run_recipe(recipe: Recipe, out: str | Path, progress: bool = True) -> dict:
+    """Run every step of ``recipe``, write its files under ``out``, and return the report dict."""
+    run = Run(recipe, Path(out), progress)
+    run.out.mkdir(parents=True, exist_ok=True)
+    run.train_dense()
+    for step in recipe.steps:
+        if step.kind == "export":
+            run.do_export(step.export.formats)
+        else:
+            getattr(run, f"do_{step.kind}")(step.config)
+    return run.report()

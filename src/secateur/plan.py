@@ -1,0 +1,101 @@
+"""A pruning plan is data: which indices leave which tensor dimension, and which weights are masked.
+
+It can be printed, saved as JSON, and replayed on a fresh model (``apply_plan``): that is how
+``secateur.load`` rebuilds pruned shapes before loading weights.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+
+@dataclass
+class Plan:
+    """``cuts[tensor][dim]`` lists indices removed (original coordinates); ``masks[tensor]`` a sparsity."""
+
+    cuts: dict[str, dict[int, list[int]]] = field(default_factory=dict)
+    masks: dict[str, float] = field(default_factory=dict)
+
+    def add_cut(self, tensor: str, dim: int, indices: list[int]) -> None:
+        """Record that ``indices`` leave dimension ``dim`` of ``tensor`` (merged with earlier cuts)."""
+        dims = self.cuts.setdefault(tensor, {})
+        dims[dim] = sorted(set(dims.get(dim, [])) | set(indices))
+
+    def is_empty(self) -> bool:
+        return not any(i for dims in self.cuts.values() for i in dims.values()) and not self.masks
+
+    def to_dict(self) -> dict:
+        cuts = {t: {str(d): i for d, i in dims.items() if i} for t, dims in self.cuts.items()}
+        return {"cuts": {t: d for t, d in cuts.items() if d}, "masks": dict(self.masks)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Plan:
+        cuts = {t: {int(d): list(i) for d, i in dims.items()} for t, dims in data.get("cuts", {}).items()}
+        return cls(cuts=cuts, masks=dict(data.get("masks", {})))
+
+
+def _owner(model: nn.Module, tensor: str) -> tuple[nn.Module, str]:
+    path, _, leaf = tensor.rpartition(".")
+    module = model.get_submodule(path) if path else model
+    if leaf not in module._parameters and leaf not in module._buffers:
+        raise KeyError(f"{tensor!r} is not a parameter or buffer of the model")
+    return module, leaf
+
+
+def _keep_index(size: int, drop: list[int]) -> torch.Tensor:
+    keep = torch.ones(size, dtype=torch.bool)
+    keep[drop] = False
+    return keep.nonzero().flatten()
+
+
+def sync_module_attributes(module: nn.Module) -> None:
+    """Make a module's size attributes agree with its (sliced) tensors."""
+    w = module._parameters.get("weight")
+    if w is None:
+        return
+    if isinstance(module, nn.modules.conv._ConvNd):
+        if module.transposed:
+            module.in_channels, module.out_channels = w.shape[0], w.shape[1] * module.groups
+        else:
+            module.out_channels, module.in_channels = w.shape[0], w.shape[1] * module.groups
+    elif isinstance(module, nn.Linear):
+        module.out_features, module.in_features = w.shape
+    elif isinstance(module, nn.modules.batchnorm._NormBase):
+        module.num_features = w.shape[0]
+    elif isinstance(module, nn.LayerNorm):
+        module.normalized_shape = tuple(w.shape)
+    elif isinstance(module, nn.Embedding):
+        module.num_embeddings, module.embedding_dim = w.shape
+
+
+def apply_cuts(model: nn.Module, plan: Plan) -> None:
+    """Slice every tensor named in ``plan.cuts`` (new tensors; nothing edited in place)."""
+    touched = []
+    for tensor, dims in plan.cuts.items():
+        module, leaf = _owner(model, tensor)
+        old = getattr(module, leaf)
+        new = old.detach()
+        for dim, drop in sorted(dims.items()):
+            if drop:
+                new = new.index_select(dim, _keep_index(old.shape[dim], drop).to(new.device))
+        if leaf in module._parameters:
+            module._parameters[leaf] = nn.Parameter(new.clone(), requires_grad=old.requires_grad)
+        else:
+            module._buffers[leaf] = new.clone()
+        touched.append(module)
+    for module in touched:
+        sync_module_attributes(module)
+
+
+def group_cut_summary(plan: Plan) -> dict[str, int]:
+    """Number of indices removed per tensor dimension, e.g. ``{"conv1.weight[0]": 16}``."""
+    out: dict[str, int] = defaultdict(int)
+    for tensor, dims in plan.cuts.items():
+        for dim, drop in dims.items():
+            if drop:
+                out[f"{tensor}[{dim}]"] = len(drop)
+    return dict(out)

@@ -1,0 +1,130 @@
+"""``secateur.prune``: one verb, a method object that says what to remove, applied in place."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+from torch.utils import _pytree as pytree
+
+from .counting import count_macs, count_nonzero_params, count_params
+from .errors import PruningError
+from .graph import capture
+from .masks import apply_mask
+from .methods import Structured, Unstructured
+from .plan import Plan, apply_cuts
+from .structured import group_scores, plan_for_sparsity, plan_for_target, predict, selectable_groups
+from .transaction import atomic, eval_mode
+from .unstructured import unstructured_masks
+
+
+@dataclass
+class PruneResult:
+    """What ``prune`` did: the plan, and the model's counts before and after.
+
+    ``predicted`` holds the (params, MACs) the plan promised, computed on a shape-only copy before
+    the real surgery; after a structured prune they equal ``params_after`` / ``macs_after``.
+    """
+
+    method: Structured | Unstructured
+    plan: Plan
+    params_before: int
+    params_after: int
+    nonzero_before: int
+    nonzero_after: int
+    macs_before: int | None = None
+    macs_after: int | None = None
+    predicted: tuple[int, int] | None = None
+    groups: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        d = {k: v for k, v in asdict(self).items() if k not in ("method", "plan")}
+        return {"method": {"name": type(self.method).__name__, **asdict(self.method)},
+                "plan": self.plan.to_dict(), **d}
+
+    def summary(self) -> str:
+        macs = f", MACs {self.macs_before:,} -> {self.macs_after:,}" if self.macs_before else ""
+        return (f"{type(self.method).__name__}: params {self.params_before:,} -> {self.params_after:,}, "
+                f"non-zero {self.nonzero_before:,} -> {self.nonzero_after:,}{macs}")
+
+
+def _as_tuple(example_inputs: object) -> tuple:
+    if example_inputs is None:
+        return ()
+    return tuple(example_inputs) if isinstance(example_inputs, list | tuple) else (example_inputs,)
+
+
+def _output_shapes(model: nn.Module, inputs: tuple) -> list[tuple[int, ...]]:
+    with torch.no_grad():
+        out = model(*inputs)
+    return [tuple(t.shape) for t in pytree.tree_leaves(out) if isinstance(t, torch.Tensor)]
+
+
+def _prune_structured(model: nn.Module, method: Structured, inputs: tuple) -> tuple[Plan, list[str]]:
+    if not inputs:
+        raise PruningError("Structured pruning needs example_inputs=... to trace the model's couplings")
+    graph = capture(model, inputs)
+    groups = selectable_groups(graph, method)
+    if not groups:
+        raise PruningError("no prunable channel groups found; run secateur.analyze(model, example_inputs) "
+                           "to see which ops block them")
+    scores = {g.id: group_scores(model, g, method.criterion) for g in groups}
+    if method.sparsity is not None:
+        plan = plan_for_sparsity(groups, scores, method, method.sparsity)
+    else:
+        plan = plan_for_target(model, inputs, groups, scores, method)
+    return plan, [g.describe() for g in groups]
+
+
+def _prune_unstructured(model: nn.Module, method: Unstructured) -> Plan:
+    masks = unstructured_masks(model, method)
+    if not masks:
+        raise PruningError("no Conv or Linear layers to prune (check ignore= patterns)")
+    plan = Plan()
+    for name, mask in masks.items():
+        module = model.get_submodule(name)
+        apply_mask(module, mask)
+        plan.masks[f"{name}.weight"] = 1.0 - float(mask.float().mean())
+    return plan
+
+
+def prune(
+    model: nn.Module,
+    method: Structured | Unstructured,
+    example_inputs: torch.Tensor | tuple | None = None,
+    calibration: object = None,
+) -> PruneResult:
+    """Prune ``model`` in place as ``method`` says; on any failure the model is left exactly as it was.
+
+    >>> import secateur as sc
+    >>> net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+    >>> sc.prune(net, sc.Structured(sparsity=0.5), example_inputs=torch.randn(1, 8)).params_after
+    90
+    """
+    inputs = _as_tuple(example_inputs)
+    if not isinstance(method, Structured | Unstructured):
+        raise TypeError(f"method must be secateur.Structured or secateur.Unstructured, not {type(method).__name__}")
+    with eval_mode(model):
+        return _prune(model, method, inputs)
+
+
+def _prune(model: nn.Module, method: Structured | Unstructured, inputs: tuple) -> PruneResult:
+    before = (count_params(model), count_nonzero_params(model), count_macs(model, inputs) if inputs else None)
+    shapes = _output_shapes(model, inputs) if inputs else None
+    groups: list[str] = []
+    predicted = None
+    with atomic(model):
+        if isinstance(method, Structured):
+            plan, groups = _prune_structured(model, method, inputs)
+            predicted = predict(model, plan, inputs)
+            apply_cuts(model, plan)
+        else:
+            plan = _prune_unstructured(model, method)
+        if shapes is not None and _output_shapes(model, inputs) != shapes:
+            raise PruningError("pruning changed the model's output shape; this is a coupling bug, please report it")
+    return PruneResult(
+        method=method, plan=plan, params_before=before[0], params_after=count_params(model),
+        nonzero_before=before[1], nonzero_after=count_nonzero_params(model), macs_before=before[2],
+        macs_after=count_macs(model, inputs) if inputs else None, predicted=predicted, groups=groups,
+    )

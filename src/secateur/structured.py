@@ -1,0 +1,121 @@
+"""Structured pruning: choose channels of coupled groups to remove, as a :class:`Plan`."""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+
+import torch
+from torch import nn
+
+from .counting import count_macs, count_params, meta_copy, to_meta
+from .criteria import channel_scores
+from .errors import PruningError
+from .graph import CouplingGraph, Group
+from .methods import Macs, Params, Structured
+from .plan import Plan, apply_cuts
+
+
+def _ignored(group: Group, patterns: tuple[str, ...]) -> bool:
+    """True when a layer whose *output* channels form this group matches an ignore pattern."""
+    producers = {m.tensor.rpartition(".")[0] for m in group.members if m.role == "out"}
+    return any(fnmatch.fnmatch(name, p) for name in producers for p in patterns)
+
+
+def selectable_groups(graph: CouplingGraph, method: Structured) -> list[Group]:
+    """Prunable groups that ``method.ignore`` does not exclude."""
+    return [g for g in graph.prunable if not _ignored(g, method.ignore)]
+
+
+def group_scores(model: nn.Module, group: Group, criterion: str) -> torch.Tensor:
+    """One importance score per channel of ``group``, over every weight tensor it appears in."""
+    tensors = dict(model.named_parameters(remove_duplicate=False))
+    slices = []
+    for m in group.members:
+        if m.tensor in tensors:
+            t = tensors[m.tensor].detach().movedim(m.dim, 0)
+            block = t[m.offset : m.offset + group.size * m.factor]
+            slices.append(block.reshape(group.size, -1))
+    return channel_scores(slices, criterion)
+
+
+def keep_count(size: int, sparsity: float, round_to: int) -> int:
+    """Channels kept when removing ``sparsity`` of ``size``, rounded up to ``round_to``, at least one.
+
+    >>> keep_count(64, 0.5, 1), keep_count(30, 0.5, 8), keep_count(4, 0.99, 1)
+    (32, 16, 1)
+    """
+    keep = max(size - math.floor(sparsity * size), 1)
+    return min(size, math.ceil(keep / round_to) * round_to)
+
+
+def _layer_drops(groups, scores, sparsity, round_to) -> dict[int, list[int]]:
+    drops = {}
+    for g in groups:
+        n_drop = g.size - keep_count(g.size, sparsity, round_to)
+        drops[g.id] = sorted(torch.argsort(scores[g.id])[:n_drop].tolist())
+    return drops
+
+
+def _global_drops(groups, scores, sparsity, round_to) -> dict[int, list[int]]:
+    """Rank channels of all groups together (scores normalised by each group's mean)."""
+    pooled = [(float(s) / (float(scores[g.id].mean()) + 1e-12), g.id, i)
+              for g in groups for i, s in enumerate(scores[g.id])]
+    pooled.sort()
+    budget = math.floor(sparsity * sum(g.size for g in groups))
+    n_drop = {g.id: 0 for g in groups}
+    size = {g.id: g.size for g in groups}
+    for _, gid, _ in pooled:
+        if budget == 0:
+            break
+        if n_drop[gid] < size[gid] - 1:
+            n_drop[gid] += 1
+            budget -= 1
+    drops = {}
+    for g in groups:
+        keep = min(g.size, math.ceil((g.size - n_drop[g.id]) / round_to) * round_to)
+        drops[g.id] = sorted(torch.argsort(scores[g.id])[: g.size - keep].tolist())
+    return drops
+
+
+def plan_from_drops(groups: list[Group], drops: dict[int, list[int]]) -> Plan:
+    """Turn channels removed per group into tensor cuts for every member."""
+    plan = Plan()
+    for g in groups:
+        if drops.get(g.id):
+            for m in g.members:
+                plan.add_cut(m.tensor, m.dim, m.indices(drops[g.id]))
+    return plan
+
+
+def predict(model: nn.Module, plan: Plan, example_inputs: tuple) -> tuple[int, int]:
+    """(params, MACs) the model will have after ``plan``, computed on a meta-device copy."""
+    shadow = meta_copy(model)
+    apply_cuts(shadow, plan)
+    return count_params(shadow), count_macs(shadow, to_meta(example_inputs))
+
+
+def plan_for_sparsity(groups, scores, method: Structured, sparsity: float) -> Plan:
+    choose = _global_drops if method.scope == "global" else _layer_drops
+    return plan_from_drops(groups, choose(groups, scores, sparsity, method.round_to))
+
+
+def plan_for_target(model, example_inputs, groups, scores, method: Structured) -> Plan:
+    """Bisect the sparsity until the predicted MACs (or params) fraction meets ``method.target``."""
+    target = method.target
+    index = 1 if isinstance(target, Macs) else 0
+    assert isinstance(target, Macs | Params)
+    dense = predict(model, Plan(), example_inputs)[index]
+    frac = lambda s: predict(model, plan_for_sparsity(groups, scores, method, s), example_inputs)[index] / dense  # noqa: E731
+    lo, hi = 0.0, 0.999
+    if frac(hi) > target.fraction:
+        raise PruningError(
+            f"target {target} is below what the prunable groups allow (at most "
+            f"{frac(hi):.3f} of dense); raise the target or pass fewer ignore= patterns"
+        )
+    if frac(lo) <= target.fraction:
+        return Plan()
+    for _ in range(24):
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if frac(mid) <= target.fraction else (mid, hi)
+    return plan_for_sparsity(groups, scores, method, hi)

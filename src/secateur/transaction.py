@@ -1,0 +1,68 @@
+"""All-or-nothing changes to a module tree.
+
+Surgery never edits tensors in place: it swaps Parameters, buffers, submodules, attributes and
+classes (parametrizations change a module's class). Snapshotting those references is therefore
+enough to restore a model exactly when anything fails half-way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from torch import nn
+
+
+def _snapshot(module: nn.Module) -> tuple:
+    state = dict(module.__dict__)
+    inner = {k: dict(v) for k, v in state.items() if isinstance(v, dict)}
+    return module, module.__class__, state, inner
+
+
+def _restore(snapshot: tuple) -> None:
+    module, cls, state, inner = snapshot
+    module.__class__ = cls
+    module.__dict__.clear()
+    module.__dict__.update(state)
+    for key, content in inner.items():
+        state[key].clear()
+        state[key].update(content)
+
+
+@contextmanager
+def atomic(model: nn.Module) -> Iterator[None]:
+    """Run the body; if it raises, put ``model`` back exactly as it was and re-raise.
+
+    >>> m = nn.Linear(2, 2)
+    >>> with atomic(m):
+    ...     m.weight = nn.Parameter(m.weight[:1])
+    >>> tuple(m.weight.shape)
+    (1, 2)
+    """
+    snapshots = [_snapshot(m) for m in model.modules()]
+    try:
+        yield
+    except BaseException:
+        for snap in snapshots:
+            _restore(snap)
+        raise
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Run the body with every submodule in eval mode (BatchNorm statistics untouched), then restore.
+
+    >>> m = nn.BatchNorm1d(2)
+    >>> with eval_mode(m):
+    ...     m.training
+    False
+    >>> m.training
+    True
+    """
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, mode in modes:
+            m.training = mode

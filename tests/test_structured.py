@@ -1,0 +1,165 @@
+import pytest
+import torch
+from torch import nn
+
+import secateur as sc
+from secateur.counting import count_macs, count_params
+from secateur.graph import capture
+from tests.conftest import Residual, randomize_bn
+
+X = torch.randn(4, 3, 8, 8)
+
+
+def _params(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_mlp_counts_fall_exactly_as_computed_by_hand():
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+    x = torch.randn(3, 8)
+    result = sc.prune(model, sc.Structured(sparsity=0.25), example_inputs=x)
+    # 16 -> 12 hidden neurons: (8*12 + 12) + (12*2 + 2)
+    assert result.params_after == count_params(model) == 8 * 12 + 12 + 12 * 2 + 2
+    assert result.macs_after == count_macs(model, (x,)) == 3 * (8 * 12 + 12 * 2)
+    assert model[0].out_features == 12 and model[2].in_features == 12
+
+
+def test_residual_cnn_groups_are_found():
+    groups = {g.describe() for g in capture(Residual(), (X,)).prunable}
+    assert "c1.out => b1 => c2.in => fc1.in => c2.out => b2" in groups
+    assert "fc1.out => fc2.in" in groups
+
+
+@pytest.mark.parametrize("scope", ["layer", "global"])
+def test_structured_keeps_output_shape_and_meets_plan(scope):
+    model = randomize_bn(Residual())
+    out_shape = model(X).shape
+    result = sc.prune(model, sc.Structured(sparsity=0.5, scope=scope), example_inputs=X)
+    assert model(X).shape == out_shape
+    assert result.predicted == (count_params(model), count_macs(model, (X,)))
+    assert result.params_after < result.params_before and result.macs_after < result.macs_before
+    model.train()
+    model(X).sum().backward()  # backward works on the shrunken model
+
+
+def test_layer_scope_halves_every_group():
+    model = Residual()
+    sc.prune(model, sc.Structured(sparsity=0.5), example_inputs=X)
+    assert (model.c1.out_channels, model.c2.in_channels, model.c2.out_channels) == (8, 8, 8)
+    assert model.fc1.in_features == 8 * 16 and model.fc1.out_features == 16 and model.b1.num_features == 8
+
+
+def test_zeroed_channels_are_removed_with_outputs_equal():
+    model = randomize_bn(Residual())
+    drop = [1, 4, 6, 9, 12, 15, 0, 7]
+    with torch.no_grad():
+        for conv, bn in ((model.c1, model.b1), (model.c2, model.b2)):
+            conv.weight[drop] = 0
+            conv.bias[drop] = 0
+            bn.weight[drop] = 0
+            bn.bias[drop] = 0
+        model.c2.weight[:, drop] = 0
+        model.fc1.weight.view(32, 16, 16)[:, drop] = 0
+    expected = model(X)
+    sc.prune(model, sc.Structured(sparsity=0.5, ignore=("fc1",)), example_inputs=X)
+    assert model.c1.out_channels == 8
+    torch.testing.assert_close(model(X), expected, atol=1e-5, rtol=0)
+
+
+def test_zero_sparsity_changes_nothing():
+    model = randomize_bn(Residual())
+    before, params = model(X), _params(model)
+    result = sc.prune(model, sc.Structured(sparsity=0.0), example_inputs=X)
+    assert result.plan.is_empty()
+    assert torch.equal(model(X), before)
+    assert all(torch.equal(v, params[k]) for k, v in model.state_dict().items())
+
+
+def test_macs_target_is_met():
+    model = Residual()
+    result = sc.prune(model, sc.Structured(target=0.5), example_inputs=X)
+    assert 0.35 <= result.macs_after / result.macs_before <= 0.5
+
+
+def test_params_target_is_met():
+    model = Residual()
+    result = sc.prune(model, sc.Structured(target=sc.Params(0.4)), example_inputs=X)
+    assert 0.3 <= result.params_after / result.params_before <= 0.4
+
+
+def test_round_to_keeps_multiples():
+    model = Residual()
+    sc.prune(model, sc.Structured(sparsity=0.3, round_to=8), example_inputs=X)
+    assert model.c1.out_channels % 8 == 0 and model.fc1.out_features % 8 == 0
+
+
+def test_unreachable_target_raises_and_leaves_model_alone():
+    model = Residual()
+    params = _params(model)
+    with pytest.raises(sc.PruningError, match="below what"):
+        sc.prune(model, sc.Structured(target=0.001), example_inputs=X)
+    assert all(torch.equal(v, params[k]) for k, v in model.state_dict().items())
+
+
+def test_failure_mid_surgery_leaves_model_exactly_as_it_was(monkeypatch):
+    import secateur.plan as plan_mod
+
+    model = randomize_bn(Residual())
+    before, params = model(X), _params(model)
+    objects = {k: id(v) for k, v in model.named_parameters()}
+    calls = {"n": 0}
+    real = plan_mod.sync_module_attributes
+
+    def flaky(module):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("disk on fire")
+        real(module)
+
+    monkeypatch.setattr(plan_mod, "sync_module_attributes", flaky)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        sc.prune(model, sc.Structured(sparsity=0.5), example_inputs=X)
+    assert calls["n"] == 3
+    assert {k: id(v) for k, v in model.named_parameters()} == objects
+    assert all(torch.equal(v, params[k]) for k, v in model.state_dict().items())
+    assert model.c1.out_channels == 16 and model.fc1.in_features == 256
+    assert torch.equal(model(X), before)
+
+
+def test_structured_needs_example_inputs():
+    with pytest.raises(sc.PruningError, match="example_inputs"):
+        sc.prune(Residual(), sc.Structured(sparsity=0.5))
+
+
+def test_hard_coded_view_blocks_its_group_but_rest_prunes():
+    class Hard(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.fc1, self.fc2 = nn.Conv2d(3, 8, 3, padding=1), nn.Linear(8 * 64, 16), nn.Linear(16, 2)
+
+        def forward(self, x):
+            return self.fc2(torch.relu(self.fc1(self.conv(x).view(-1, 512))))
+
+    model = Hard()
+    sc.prune(model, sc.Structured(sparsity=0.5), example_inputs=X)
+    assert model.conv.out_channels == 8 and model.fc1.out_features == 8
+    assert model(X).shape == (4, 2)
+
+
+def test_untraceable_model_raises_capture_error():
+    class Dynamic(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+
+        def forward(self, x):
+            return self.fc(x) if x.sum() > 0 else x
+
+    with pytest.raises(sc.GraphCaptureError, match="torch.fx"):
+        sc.prune(Dynamic(), sc.Structured(sparsity=0.5), example_inputs=torch.ones(1, 4))
+
+
+def test_digits_cnn_half_macs(trained_cnn, data):
+    result = sc.prune(trained_cnn, sc.Structured(target=0.5, round_to=8), example_inputs=data.example)
+    assert result.macs_after / result.macs_before <= 0.5
+    assert trained_cnn(data.test.x).shape == (len(data.test.x), 10)
