@@ -25,9 +25,10 @@ def test_mlp_counts_fall_exactly_as_computed_by_hand():
 
 
 def test_residual_cnn_groups_are_found():
-    groups = {g.describe() for g in capture(Residual(), (X,)).prunable}
-    assert "c1.out => b1 => c2.in => fc1.in => c2.out => b2" in groups
-    assert "fc1.out => fc2.in" in groups
+    groups = [set(g.describe().split(" => ")) for g in capture(Residual(), (X,)).prunable]
+    assert {"c1.out", "b1", "c2.in", "c2.out", "b2", "fc1.in"} in groups
+    assert {"fc1.out", "fc2.in"} in groups
+    assert len(groups) == 2
 
 
 @pytest.mark.parametrize("scope", ["layer", "global"])
@@ -110,11 +111,12 @@ def test_failure_mid_surgery_leaves_model_exactly_as_it_was(monkeypatch):
     calls = {"n": 0}
     real = plan_mod.sync_module_attributes
 
-    def flaky(module):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise RuntimeError("disk on fire")
-        real(module)
+    def flaky(module, per_group=None):
+        real(module, per_group)
+        if next(module.parameters()).device.type != "meta":  # meta copies are used for planning
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise RuntimeError("disk on fire")
 
     monkeypatch.setattr(plan_mod, "sync_module_attributes", flaky)
     with pytest.raises(RuntimeError, match="disk on fire"):
@@ -155,7 +157,7 @@ def test_untraceable_model_raises_capture_error():
         def forward(self, x):
             return self.fc(x) if x.sum() > 0 else x
 
-    with pytest.raises(sc.GraphCaptureError, match="torch.fx"):
+    with pytest.raises(sc.GraphCaptureError, match="torch.export could not capture Dynamic"):
         sc.prune(Dynamic(), sc.Structured(sparsity=0.5), example_inputs=torch.ones(1, 4))
 
 

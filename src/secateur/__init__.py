@@ -18,7 +18,7 @@ from .errors import (
 )
 from .evaluate import accuracy
 from .finetune import FinetuneResult, finetune
-from .graph import register_function_rule, register_module_rule
+from .graph import register_rule
 from .io import load, save
 from .methods import Macs, Params, Structured, Unstructured
 from .onnx_export import OnnxModel, export_onnx
@@ -31,5 +31,5 @@ __all__ = [
     "FinetuneResult", "GraphCaptureError", "InvalidSparsityError", "Macs", "ModelFileError", "OnnxModel",
     "Params", "Plan", "Profile", "PruneResult", "PruningError", "RecipeError", "SecateurError", "Structured",
     "UnknownCriterionError", "Unstructured", "__version__", "accuracy", "export_onnx", "finetune", "load",
-    "profile", "prune", "quantize", "register_function_rule", "register_module_rule", "save",
+    "profile", "prune", "quantize", "register_rule", "save",
 ]

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .inputs import as_inputs
 from .transaction import eval_mode
 
 
@@ -45,7 +46,7 @@ def count_nonzero_params(model: nn.Module) -> int:
                        if id(p) not in masked_originals)
 
 
-def count_macs(model: nn.Module, example_inputs: tuple) -> int:
+def count_macs(model: nn.Module, example_inputs: object) -> int:
     """Multiply-accumulates of one forward pass on ``example_inputs`` (the whole batch).
 
     >>> count_macs(nn.Linear(3, 2), (torch.randn(4, 3),))
@@ -53,7 +54,7 @@ def count_macs(model: nn.Module, example_inputs: tuple) -> int:
     """
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), eval_mode(model), counter:
-        model(*example_inputs)
+        as_inputs(example_inputs).call(model)
     return counter.get_total_flops() // 2
 
 
@@ -64,8 +65,3 @@ def meta_copy(model: nn.Module) -> nn.Module:
         meta = t.detach().to("meta")
         memo[id(t)] = nn.Parameter(meta, t.requires_grad) if isinstance(t, nn.Parameter) else meta
     return copy.deepcopy(model, memo)
-
-
-def to_meta(example_inputs: tuple) -> tuple:
-    """The example inputs as meta tensors (non-tensors are kept)."""
-    return tuple(x.to("meta") if isinstance(x, torch.Tensor) else x for x in example_inputs)

@@ -52,29 +52,59 @@ def _keep_index(size: int, drop: list[int]) -> torch.Tensor:
     return keep.nonzero().flatten()
 
 
-def sync_module_attributes(module: nn.Module) -> None:
+def _per_group(module: nn.Module) -> int | None:
+    """Channels per group of a grouped conv or GroupNorm, read before its tensors are sliced."""
+    if isinstance(module, nn.modules.conv._ConvNd) and module.groups > 1:
+        return module.out_channels // module.groups
+    if isinstance(module, nn.GroupNorm):
+        return module.num_channels // module.num_groups
+    return None
+
+
+def sync_module_attributes(module: nn.Module, per_group: int | None = None) -> None:
     """Make a module's size attributes agree with its (sliced) tensors."""
     w = module._parameters.get("weight")
-    if w is None:
+    if isinstance(module, nn.RNNBase):
+        module.hidden_size = module.weight_hh_l0.shape[1]
+        module.input_size = module.weight_ih_l0.shape[1]
+        module._init_flat_weights()
+    elif w is None:
         return
-    if isinstance(module, nn.modules.conv._ConvNd):
+    elif isinstance(module, nn.modules.conv._ConvNd):
+        if per_group:
+            module.groups = w.shape[0] // per_group
         if module.transposed:
             module.in_channels, module.out_channels = w.shape[0], w.shape[1] * module.groups
         else:
             module.out_channels, module.in_channels = w.shape[0], w.shape[1] * module.groups
     elif isinstance(module, nn.Linear):
         module.out_features, module.in_features = w.shape
+    elif isinstance(module, nn.GroupNorm):
+        module.num_groups, module.num_channels = w.shape[0] // (per_group or 1), w.shape[0]
     elif isinstance(module, nn.modules.batchnorm._NormBase):
         module.num_features = w.shape[0]
-    elif isinstance(module, nn.LayerNorm):
+    elif isinstance(module, nn.LayerNorm | getattr(nn, "RMSNorm", nn.LayerNorm)):
         module.normalized_shape = tuple(w.shape)
     elif isinstance(module, nn.Embedding):
         module.num_embeddings, module.embedding_dim = w.shape
+    elif type(module).__name__ == "Conv1D" and hasattr(module, "nf"):  # Hugging Face GPT-2 style
+        module.nf = w.shape[1]
+
+
+def _owners(model: nn.Module) -> dict[int, list[tuple[nn.Module, str]]]:
+    """Every (module, attribute) that holds each tensor, so tied tensors are replaced everywhere."""
+    owners: dict[int, list[tuple[nn.Module, str]]] = defaultdict(list)
+    for module in model.modules():
+        for leaf, t in [*module._parameters.items(), *module._buffers.items()]:
+            if t is not None:
+                owners[id(t)].append((module, leaf))
+    return owners
 
 
 def apply_cuts(model: nn.Module, plan: Plan) -> None:
     """Slice every tensor named in ``plan.cuts`` (new tensors; nothing edited in place)."""
-    touched = []
+    owners = _owners(model)
+    touched: dict[nn.Module, int | None] = {}
     for tensor, dims in plan.cuts.items():
         module, leaf = _owner(model, tensor)
         old = getattr(module, leaf)
@@ -82,13 +112,12 @@ def apply_cuts(model: nn.Module, plan: Plan) -> None:
         for dim, drop in sorted(dims.items()):
             if drop:
                 new = new.index_select(dim, _keep_index(old.shape[dim], drop).to(new.device))
-        if leaf in module._parameters:
-            module._parameters[leaf] = nn.Parameter(new.clone(), requires_grad=old.requires_grad)
-        else:
-            module._buffers[leaf] = new.clone()
-        touched.append(module)
-    for module in touched:
-        sync_module_attributes(module)
+        new = nn.Parameter(new.clone(), requires_grad=old.requires_grad) if leaf in module._parameters else new.clone()
+        for holder, name in owners[id(old)]:
+            (holder._parameters if name in holder._parameters else holder._buffers)[name] = new
+            touched.setdefault(holder, _per_group(holder))
+    for module, per_group in touched.items():
+        sync_module_attributes(module, per_group)
 
 
 def group_cut_summary(plan: Plan) -> dict[str, int]:

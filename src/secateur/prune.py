@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
 from torch.utils import _pytree as pytree
 
+from .adapters import sync_attention, update_config
 from .counting import count_macs, count_nonzero_params, count_params
 from .errors import PruningError
 from .graph import capture
+from .inputs import Inputs, as_inputs
 from .masks import apply_mask
 from .methods import Structured, Unstructured
 from .plan import Plan, apply_cuts
-from .structured import group_scores, plan_for_sparsity, plan_for_target, predict, selectable_groups
+from .structured import (
+    group_scores,
+    plan_for_sparsity,
+    plan_for_target,
+    predict,
+    runnable_groups,
+    selectable_groups,
+)
 from .transaction import atomic, eval_mode
 from .unstructured import unstructured_masks
 
@@ -49,23 +59,18 @@ class PruneResult:
                 f"non-zero {self.nonzero_before:,} -> {self.nonzero_after:,}{macs}")
 
 
-def _as_tuple(example_inputs: object) -> tuple:
-    if example_inputs is None:
-        return ()
-    return tuple(example_inputs) if isinstance(example_inputs, list | tuple) else (example_inputs,)
-
-
-def _output_shapes(model: nn.Module, inputs: tuple) -> list[tuple[int, ...]]:
+def output_shapes(model: nn.Module, inputs: Inputs) -> list[tuple[int, ...]]:
     with torch.no_grad():
-        out = model(*inputs)
-    return [tuple(t.shape) for t in pytree.tree_leaves(out) if isinstance(t, torch.Tensor)]
+        out = inputs.call(model)
+    leaves = pytree.tree_leaves(dict(out) if isinstance(out, Mapping) else out)
+    return [tuple(t.shape) for t in leaves if isinstance(t, torch.Tensor)]
 
 
-def _prune_structured(model: nn.Module, method: Structured, inputs: tuple) -> tuple[Plan, list[str]]:
+def _prune_structured(model: nn.Module, method: Structured, inputs: Inputs) -> tuple[Plan, list[str]]:
     if not inputs:
         raise PruningError("Structured pruning needs example_inputs=... to trace the model's couplings")
-    graph = capture(model, inputs)
-    groups = selectable_groups(graph, method)
+    graph = capture(model, inputs.args, inputs.kwargs)
+    groups, _ = runnable_groups(model, selectable_groups(graph, method), inputs)
     if not groups:
         raise PruningError("no prunable channel groups found; run secateur.analyze(model, example_inputs) "
                            "to see which ops block them")
@@ -75,6 +80,20 @@ def _prune_structured(model: nn.Module, method: Structured, inputs: tuple) -> tu
     else:
         plan = plan_for_target(model, inputs, groups, scores, method)
     return plan, [g.describe() for g in groups]
+
+
+def _check_forward(model: nn.Module, inputs: Inputs, shapes: list | None) -> None:
+    """The pruned model must still run and give outputs of the same shapes, or the prune rolls back."""
+    if shapes is None:
+        return
+    try:
+        after = output_shapes(model, inputs)
+    except Exception as exc:
+        raise PruningError(f"the pruned model no longer runs ({type(exc).__name__}: {exc}); the model was "
+                           "restored. A module hard-codes a size secateur does not know: pass ignore=[...] "
+                           "for it or register a rule") from exc
+    if after != shapes:
+        raise PruningError(f"pruning changed the output shapes {shapes} -> {after}; the model was restored")
 
 
 def _prune_unstructured(model: nn.Module, method: Unstructured) -> Plan:
@@ -92,7 +111,7 @@ def _prune_unstructured(model: nn.Module, method: Unstructured) -> Plan:
 def prune(
     model: nn.Module,
     method: Structured | Unstructured,
-    example_inputs: torch.Tensor | tuple | None = None,
+    example_inputs: torch.Tensor | tuple | dict | None = None,
     calibration: object = None,
 ) -> PruneResult:
     """Prune ``model`` in place as ``method`` says; on any failure the model is left exactly as it was.
@@ -102,16 +121,16 @@ def prune(
     >>> sc.prune(net, sc.Structured(sparsity=0.5), example_inputs=torch.randn(1, 8)).params_after
     90
     """
-    inputs = _as_tuple(example_inputs)
+    inputs = as_inputs(example_inputs)
     if not isinstance(method, Structured | Unstructured):
         raise TypeError(f"method must be secateur.Structured or secateur.Unstructured, not {type(method).__name__}")
     with eval_mode(model):
         return _prune(model, method, inputs)
 
 
-def _prune(model: nn.Module, method: Structured | Unstructured, inputs: tuple) -> PruneResult:
+def _prune(model: nn.Module, method: Structured | Unstructured, inputs: Inputs) -> PruneResult:
     before = (count_params(model), count_nonzero_params(model), count_macs(model, inputs) if inputs else None)
-    shapes = _output_shapes(model, inputs) if inputs else None
+    shapes = output_shapes(model, inputs) if inputs else None
     groups: list[str] = []
     predicted = None
     with atomic(model):
@@ -119,10 +138,12 @@ def _prune(model: nn.Module, method: Structured | Unstructured, inputs: tuple) -
             plan, groups = _prune_structured(model, method, inputs)
             predicted = predict(model, plan, inputs)
             apply_cuts(model, plan)
+            sync_attention(model)
         else:
             plan = _prune_unstructured(model, method)
-        if shapes is not None and _output_shapes(model, inputs) != shapes:
-            raise PruningError("pruning changed the model's output shape; this is a coupling bug, please report it")
+        _check_forward(model, inputs, shapes)
+        if isinstance(method, Structured):
+            update_config(model)
     return PruneResult(
         method=method, plan=plan, params_before=before[0], params_after=count_params(model),
         nonzero_before=before[1], nonzero_after=count_nonzero_params(model), macs_before=before[2],

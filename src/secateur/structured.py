@@ -8,10 +8,12 @@ import math
 import torch
 from torch import nn
 
-from .counting import count_macs, count_params, meta_copy, to_meta
+from .adapters import sync_attention
+from .counting import count_macs, count_params, meta_copy
 from .criteria import channel_scores
 from .errors import PruningError
 from .graph import CouplingGraph, Group
+from .inputs import Inputs
 from .methods import Macs, Params, Structured
 from .plan import Plan, apply_cuts
 
@@ -25,6 +27,32 @@ def _ignored(group: Group, patterns: tuple[str, ...]) -> bool:
 def selectable_groups(graph: CouplingGraph, method: Structured) -> list[Group]:
     """Prunable groups that ``method.ignore`` does not exclude."""
     return [g for g in graph.prunable if not _ignored(g, method.ignore)]
+
+
+def _runs_shrunk(model: nn.Module, groups: list[Group], inputs: Inputs, shapes: list) -> bool:
+    """Does a meta-device copy still run, with the same output shapes, when each group loses a channel?"""
+    from .prune import output_shapes
+
+    shadow = meta_copy(model)
+    try:
+        apply_cuts(shadow, plan_from_drops(groups, {g.id: [0] for g in groups}))
+        sync_attention(shadow)
+        return output_shapes(shadow, inputs.to_meta()) == shapes
+    except Exception:  # any failure means the module code cannot follow this group
+        return False
+
+
+def runnable_groups(model: nn.Module, groups: list[Group], inputs: Inputs) -> tuple[list[Group], dict[int, str]]:
+    """Keep the groups the model's own code can follow (exported graphs hide hard-coded sizes such as
+    ``x.view(-1, 512)``); the rest are returned with the reason. One meta forward when all is well."""
+    from .prune import output_shapes
+
+    shapes = output_shapes(meta_copy(model), inputs.to_meta())
+    if _runs_shrunk(model, groups, inputs, shapes):
+        return groups, {}
+    ok = [g for g in groups if _runs_shrunk(model, [g], inputs, shapes)]
+    reason = "the model's code hard-codes this size (a forward pass failed when it shrank)"
+    return ok, {g.id: reason for g in groups if g not in ok}
 
 
 def group_scores(model: nn.Module, group: Group, criterion: str) -> torch.Tensor:
@@ -88,11 +116,12 @@ def plan_from_drops(groups: list[Group], drops: dict[int, list[int]]) -> Plan:
     return plan
 
 
-def predict(model: nn.Module, plan: Plan, example_inputs: tuple) -> tuple[int, int]:
+def predict(model: nn.Module, plan: Plan, inputs: Inputs) -> tuple[int, int]:
     """(params, MACs) the model will have after ``plan``, computed on a meta-device copy."""
     shadow = meta_copy(model)
     apply_cuts(shadow, plan)
-    return count_params(shadow), count_macs(shadow, to_meta(example_inputs))
+    sync_attention(shadow)
+    return count_params(shadow), count_macs(shadow, inputs.to_meta())
 
 
 def plan_for_sparsity(groups, scores, method: Structured, sparsity: float) -> Plan:
@@ -100,13 +129,13 @@ def plan_for_sparsity(groups, scores, method: Structured, sparsity: float) -> Pl
     return plan_from_drops(groups, choose(groups, scores, sparsity, method.round_to))
 
 
-def plan_for_target(model, example_inputs, groups, scores, method: Structured) -> Plan:
+def plan_for_target(model, inputs: Inputs, groups, scores, method: Structured) -> Plan:
     """Bisect the sparsity until the predicted MACs (or params) fraction meets ``method.target``."""
     target = method.target
     index = 1 if isinstance(target, Macs) else 0
     assert isinstance(target, Macs | Params)
-    dense = predict(model, Plan(), example_inputs)[index]
-    frac = lambda s: predict(model, plan_for_sparsity(groups, scores, method, s), example_inputs)[index] / dense  # noqa: E731
+    dense = predict(model, Plan(), inputs)[index]
+    frac = lambda s: predict(model, plan_for_sparsity(groups, scores, method, s), inputs)[index] / dense  # noqa: E731
     lo, hi = 0.0, 0.999
     if frac(hi) > target.fraction:
         raise PruningError(

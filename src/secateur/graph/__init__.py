@@ -1,7 +1,7 @@
 """Graph capture and coupling rules: what must be pruned together."""
 
 from .capture import CouplingGraph, capture
-from .rules import register_function_rule, register_module_rule
+from .rules import register_rule
 from .spaces import Group, Member
 
-__all__ = ["CouplingGraph", "Group", "Member", "capture", "register_function_rule", "register_module_rule"]
+__all__ = ["CouplingGraph", "Group", "Member", "capture", "register_rule"]

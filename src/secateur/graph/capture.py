@@ -1,21 +1,35 @@
-"""Capture a model's computation once (torch.fx + shape propagation) and derive its coupled groups."""
+"""Capture a model's computation once (non-strict ``torch.export``) and derive its coupled groups.
+
+The walk visits every ATen node in order and asks the rule registered for its op (``rules.py``,
+``layers.py``) what the output's *value* is: for each dimension, the channel segments tracked on
+it. Parameters are tracked separately as :class:`ParamRef` so ops that meet a parameter (a linear's
+weight, an RMSNorm scale) can make it a member of a space. An op without a rule blocks the spaces
+it reads: secateur never guesses.
+"""
 
 from __future__ import annotations
 
 import operator
+import warnings
 from dataclasses import dataclass, field
 
 import torch
 from torch import fx, nn
-from torch.fx.passes.shape_prop import ShapeProp
 
 from ..errors import GraphCaptureError
 from ..transaction import eval_mode
-from . import rules
 from .spaces import Group, Member, Segment, Spaces
 
 Value = dict[int, tuple[Segment, ...]]
-_METADATA_OPS = ("size", "dim", "numel", getattr, operator.getitem)
+
+
+@dataclass(frozen=True)
+class ParamRef:
+    """A node that is (a view of) parameter or buffer ``name``; ``dims[i]`` is the parameter dim
+    behind the node's dim ``i`` (None for a dim of size one added by a view)."""
+
+    name: str
+    dims: tuple[int | None, ...]
 
 
 @dataclass
@@ -30,141 +44,153 @@ class CouplingGraph:
         return [g for g in self.groups if g.prunable]
 
 
+def op_name(target: object) -> str:
+    """``aten.linear.default`` -> ``linear``; ``operator.getitem`` -> ``getitem``."""
+    if target is operator.getitem:
+        return "getitem"
+    if isinstance(target, torch._ops.OpOverload):
+        return target.overloadpacket.__name__
+    return getattr(target, "__name__", str(target))
+
+
 class Walk:
     """State of one pass over the graph; rules call its helpers."""
 
-    def __init__(self, gm: fx.GraphModule) -> None:
+    def __init__(self, gm: fx.GraphModule, param_names: dict[str, str]) -> None:
         self.gm = gm
         self.spaces = Spaces()
-        self.values: dict[fx.Node, Value] = {}
+        self.values: dict[fx.Node, Value | list[Value]] = {}
+        self.params: dict[fx.Node, ParamRef] = {}
         self.unknown_ops: list[str] = []
-        self._produced: dict[str, int] = {}
+        self._param_names = param_names
+        self._produced: dict[tuple[str, int], int] = {}
 
     # -- queries
     def value(self, arg: object) -> Value:
-        return self.values.get(arg, {}) if isinstance(arg, fx.Node) else {}
+        v = self.values.get(arg, {}) if isinstance(arg, fx.Node) else {}
+        return v if isinstance(v, dict) else {}
 
-    def shape(self, node: fx.Node) -> tuple[int, ...] | None:
-        meta = node.meta.get("tensor_meta")
-        return tuple(meta.shape) if hasattr(meta, "shape") else None
+    def shape(self, arg: object) -> tuple[int, ...] | None:
+        val = arg.meta.get("val") if isinstance(arg, fx.Node) else None
+        return tuple(int(s) for s in val.shape) if isinstance(val, torch.Tensor) else None
 
-    def name(self, node: fx.Node) -> str:
-        return str(node.target)
+    def param(self, arg: object) -> ParamRef | None:
+        return self.params.get(arg) if isinstance(arg, fx.Node) else None
 
     def label(self, node: fx.Node) -> str:
-        target = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", node.target)
-        return f"{node.name} ({node.op} {target})"
+        stack = node.meta.get("nn_module_stack") or {}
+        where = next(reversed(stack.values()))[0] if stack else ""
+        return f"{op_name(node.target)}{' in ' + where if where else ''}"
 
     @staticmethod
-    def arg(node: fx.Node, pos: int, key: str, default: object) -> object:
+    def arg(node: fx.Node, pos: int, key: str, default: object = None) -> object:
         if len(node.args) > pos:
             return node.args[pos]
         return node.kwargs.get(key, default)
 
     # -- updates
-    def produce(self, name: str, size: int, members: list[Member]) -> int:
-        """The output space of module ``name`` (one per module, even when it is called twice)."""
-        if name not in self._produced:
-            self._produced[name] = self.spaces.new(size)
-            for m in members:
-                self.spaces.add_member(self._produced[name], m)
-        return self._produced[name]
+    def produce(self, ref: ParamRef, dim: int, size: int, extra: list[Member] = (), kind: str = "channels") -> Segment:
+        """The space that parameter dim ``ref.dims[dim]`` creates (one per parameter, however often used)."""
+        key = (ref.name, ref.dims[dim])
+        if key not in self._produced:
+            self._produced[key] = self.spaces.new(size, kind)
+            self.spaces.add_member(self._produced[key], Member(ref.name, ref.dims[dim]))
+            for m in extra:
+                self.spaces.add_member(self._produced[key], m)
+        return Segment(self._produced[key])
 
-    def block_segments(self, seg_lists: list[tuple[Segment, ...]], reason: str) -> None:
-        for segs in seg_lists:
-            for seg in segs:
-                self.spaces.block(seg.space, reason)
+    def member(self, segs: tuple[Segment, ...] | None, tensor: str, dim: int, role: str, **kw) -> None:
+        """``tensor``'s ``dim`` holds the channels of ``segs`` in order."""
+        offset = 0
+        for seg in self.spaces.resolve(segs or ()):
+            self.spaces.add_member(seg.space, Member(tensor, dim, offset, seg.factor, role, **kw))
+            offset += self.spaces.size[seg.space] * seg.factor
+
+    def block(self, segs: tuple[Segment, ...] | None, reason: str) -> None:
+        for seg in segs or ():
+            self.spaces.block(seg.space, reason)
+
+    def block_value(self, value: Value, reason: str) -> None:
+        for segs in value.values():
+            self.block(segs, reason)
 
     def unknown(self, node: fx.Node, why: str = "no coupling rule") -> Value:
         """Treat ``node`` as opaque: every channel space it reads becomes unprunable."""
-        label = self.label(node)
-        self.unknown_ops.append(f"{label}: {why}")
-        for arg in node.all_input_nodes:
-            self.block_segments(list(self.value(arg).values()), f"read by {label}, which has {why}")
+        tracked = [a for a in node.all_input_nodes if self.value(a)]
+        if tracked:
+            self.unknown_ops.append(f"{self.label(node)}: {why}")
+        for arg in tracked:
+            self.block_value(self.value(arg), f"read by {self.label(node)}, which has {why}")
         return {}
 
-    def merge_broadcast(self, node: fx.Node, inputs: list[fx.Node], skip_dim: int | None = None) -> Value:
-        """Element-wise op: tensors' channel spaces on the same output dim are tied together."""
-        out_shape = self.shape(node)
-        out: Value = {}
-        untracked: set[int] = set()
-        for arg in inputs:
-            shape = self.shape(arg)
-            if shape is None:
-                continue
-            shift = len(out_shape) - len(shape)
-            value = self.value(arg)
-            for d, size in enumerate(shape):
-                od = d + shift
-                if od == skip_dim:
-                    continue
-                segs = value.get(d)
-                if segs is None:
-                    if size > 1:
-                        untracked.add(od)
-                elif size != out_shape[od]:
-                    self.block_segments([segs], f"{self.label(node)} broadcasts that dim")
-                elif od not in out:
-                    out[od] = segs
-                elif not self._tie(out[od], segs):
-                    self.block_segments([out[od], segs], f"{self.label(node)} joins unequal layouts")
-        for od in untracked & out.keys():
-            self.block_segments([out.pop(od)], f"{self.label(node)} meets an untracked tensor")
-        return out
-
-    def _tie(self, a: tuple[Segment, ...], b: tuple[Segment, ...]) -> bool:
-        if len(a) != len(b) or any(x.factor != y.factor for x, y in zip(a, b, strict=True)):
-            return False
-        return all(self.spaces.union(x.space, y.space) for x, y in zip(a, b, strict=True))
+    def tie(self, a: tuple[Segment, ...], b: tuple[Segment, ...], node: fx.Node) -> tuple[Segment, ...]:
+        if not self.spaces.tie(a, b):
+            self.block(a, f"{self.label(node)} joins unequal layouts")
+            self.block(b, f"{self.label(node)} joins unequal layouts")
+        return a
 
     # -- the walk
-    def visit(self, node: fx.Node) -> Value:
+    def visit(self, node: fx.Node) -> Value | list[Value]:
+        from . import rules
+
         if node.op == "placeholder":
-            shape = self.shape(node)
-            if not shape or len(shape) < 2:
-                return {}
-            space = self.spaces.new(shape[1])
-            self.spaces.block(space, "tied to a model input")
-            return {1: (Segment(space),)}
+            if node.target in self._param_names:
+                self.params[node] = ParamRef(self._param_names[node.target], tuple(range(len(self.shape(node) or ()))))
+            return {}
         if node.op == "output":
             for arg in node.all_input_nodes:
-                self.block_segments(list(self.value(arg).values()), "tied to a model output")
+                for v in _flat_values(self.values.get(arg, {})):
+                    self.block_value(v, "tied to a model output")
             return {}
-        if node.op == "get_attr":
-            return {}
-        if node.op == "call_module":
-            module = self.gm.get_submodule(node.target)
-            rule = rules.module_rule(module)
-            return rule(self, node, module) if rule else self.unknown(node, f"no rule for {type(module).__name__}")
-        if node.target in _METADATA_OPS and self.shape(node) is None:
-            return {}
-        rule = rules.FUNCTION_RULES.get(node.target)
-        return rule(self, node) if rule else self.unknown(node)
+        if node.op != "call_function":
+            return self.unknown(node)
+        rule = rules.rule_for(op_name(node.target))
+        if rule is None:
+            return self.unknown(node)
+        return rule(self, node)
 
 
-def trace(model: nn.Module, example_inputs: tuple) -> fx.GraphModule:
-    """Symbolically trace ``model`` and annotate every node with its shape on ``example_inputs``."""
+def _flat_values(v: Value | list[Value]) -> list[Value]:
+    return v if isinstance(v, list) else [v]
+
+
+def export_graph(model: nn.Module, example_inputs: tuple, example_kwargs: dict | None = None
+                 ) -> tuple[fx.GraphModule, dict[str, str]]:
+    """Export ``model`` (non-strict) and map its parameter placeholders to qualified names."""
     try:
-        gm = fx.symbolic_trace(model)
-    except Exception as exc:  # fx raises many types for untraceable Python
+        with warnings.catch_warnings(), eval_mode(model), torch.no_grad():
+            warnings.simplefilter("ignore")
+            ep = torch.export.export(model, tuple(example_inputs), example_kwargs or {}, strict=False)
+    except Exception as exc:  # export raises many types for untraceable Python
         raise GraphCaptureError(
-            f"torch.fx could not trace {type(model).__name__}: {exc}. Structured pruning needs a model "
-            "without data-dependent Python control flow; prune its traceable submodules instead."
+            f"torch.export could not capture {type(model).__name__}: {str(exc).splitlines()[0][:300]}. "
+            "Structured pruning needs a model whose forward runs on example inputs without data-dependent "
+            "control flow; pass other example_inputs, or prune its exportable submodules."
         ) from exc
-    with torch.no_grad(), eval_mode(gm):
-        ShapeProp(gm).propagate(*example_inputs)
-    return gm
+    sig = ep.graph_signature
+    names = {**sig.inputs_to_parameters, **sig.inputs_to_buffers}
+    return ep.graph_module, names
 
 
-def capture(model: nn.Module, example_inputs: tuple) -> CouplingGraph:
+def capture(model: nn.Module, example_inputs: tuple, example_kwargs: dict | None = None) -> CouplingGraph:
     """Find the coupled groups of ``model`` from one run on ``example_inputs``.
 
     >>> g = capture(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)), (torch.randn(1, 4),))
     >>> [x.describe() for x in g.prunable]
     ['0.out => 2.in']
     """
-    gm = trace(model, example_inputs)
-    walk = Walk(gm)
+    gm, names = export_graph(model, example_inputs, example_kwargs)
+    walk = Walk(gm, _canonical_names(model, names))
     for node in gm.graph.nodes:
         walk.values[node] = walk.visit(node)
     return CouplingGraph(groups=walk.spaces.groups(), unknown_ops=walk.unknown_ops)
+
+
+def _canonical_names(model: nn.Module, names: dict[str, str]) -> dict[str, str]:
+    """Map tied parameters to the first name ``named_parameters`` gives them (export may pick another)."""
+    first: dict[int, str] = {}
+    for n, t in [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]:
+        first.setdefault(id(t), n)
+    lookup = {n: first[id(t)] for n, t in [*model.named_parameters(remove_duplicate=False),
+                                             *model.named_buffers(remove_duplicate=False)]}
+    return {ph: lookup.get(fqn, fqn) for ph, fqn in names.items()}

@@ -2,13 +2,16 @@
 
 A *space* is a set of channels that exists once but shows up in many tensors: conv1's output
 channels are rows of conv1.weight, entries of bn1.weight and columns of conv2.weight. Ops that tie
-two spaces together (a residual add) merge them (union-find). A *group* is a merged class: removing
-channel ``c`` of a group removes, in every member tensor, the positions that channel occupies.
+two spaces together (a residual add) merge them (union-find). A space can also be *refined* into a
+sequence of sub-spaces: splitting ``H*D`` features into ``(H, D)`` turns q_proj's output space into a
+space of H heads, each spanning D rows; GQA refines query heads into key-value groups. A *group* is
+a merged, unrefined class: removing its channel ``c`` removes, in every member tensor, the
+positions that channel occupies.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 Role = Literal["out", "in", "norm"]
@@ -24,19 +27,21 @@ class Segment:
 
 @dataclass(frozen=True)
 class Member:
-    """Channel ``c`` of the group occupies ``tensor[..., offset + c*factor : offset + (c+1)*factor, ...]``
-    along ``dim``."""
+    """Channel ``c`` occupies ``offset + r*stride + c*factor + j`` along ``dim`` of ``tensor``, for
+    ``j < factor`` and ``r < repeat`` (``repeat`` > 1 for gate-stacked weights such as an LSTM's)."""
 
     tensor: str
     dim: int
     offset: int = 0
     factor: int = 1
     role: Role = "out"
+    repeat: int = 1
+    stride: int = 0
 
     def indices(self, channels: list[int]) -> list[int]:
         """Positions in ``tensor`` along ``dim`` taken by ``channels``."""
-        base = self.offset
-        return [base + c * self.factor + j for c in channels for j in range(self.factor)]
+        return [self.offset + r * self.stride + c * self.factor + j
+                for r in range(self.repeat) for c in channels for j in range(self.factor)]
 
 
 @dataclass
@@ -47,10 +52,11 @@ class Group:
     size: int
     members: list[Member]
     blocked: list[str] = field(default_factory=list)
+    kind: str = "channels"
 
     @property
     def prunable(self) -> bool:
-        return not self.blocked and any(m.role == "out" for m in self.members)
+        return not self.blocked and any(m.role == "out" for m in self.members) and self.size > 1
 
     @property
     def modules(self) -> list[str]:
@@ -64,18 +70,21 @@ class Group:
 
 
 class Spaces:
-    """Union-find over channel spaces, with the tensors each one appears in."""
+    """Union-find over channel spaces, with refinement and the tensors each space appears in."""
 
     def __init__(self) -> None:
         self._parent: list[int] = []
         self.size: list[int] = []
         self._members: dict[int, list[Member]] = {}
         self._blocked: dict[int, list[str]] = {}
-        self._claims: dict[tuple[str, int, int], int] = {}
+        self._kind: dict[int, str] = {}
+        self._refined: dict[int, tuple[Segment, ...]] = {}
+        self._claims: dict[tuple[str, int, int, int], int] = {}
 
-    def new(self, size: int) -> int:
+    def new(self, size: int, kind: str = "channels") -> int:
         self._parent.append(len(self._parent))
         self.size.append(size)
+        self._kind[len(self.size) - 1] = kind
         return len(self._parent) - 1
 
     def find(self, s: int) -> int:
@@ -84,36 +93,108 @@ class Spaces:
             s = self._parent[s]
         return s
 
-    def union(self, a: int, b: int) -> bool:
-        """Merge two spaces; spaces of different sizes cannot be merged (returns False)."""
+    # -- refinement
+    def resolve(self, segs: tuple[Segment, ...]) -> tuple[Segment, ...]:
+        """``segs`` with every refined space replaced by its parts (factors multiplied through)."""
+        out: list[Segment] = []
+        for seg in segs:
+            root = self.find(seg.space)
+            if root in self._refined:
+                parts = tuple(Segment(p.space, p.factor * seg.factor) for p in self._refined[root])
+                out.extend(self.resolve(parts))
+            else:
+                out.append(Segment(root, seg.factor))
+        return tuple(out)
+
+    def refine(self, space: int, parts: list[tuple[int, int]], kinds: list[str] | None = None) -> tuple[Segment, ...]:
+        """Re-express ``space`` as consecutive parts ``(size, factor)``; members move to the parts."""
+        root = self.find(space)
+        assert root not in self._refined and sum(s * f for s, f in parts) == self.size[root]
+        kinds = kinds or [self._kind[root]] * len(parts)
+        segs = tuple(Segment(self.new(s, k), f) for (s, f), k in zip(parts, kinds, strict=True))
+        self._refined[root] = segs
+        for reason in self._blocked.pop(root, []):
+            for seg in segs:
+                self.block(seg.space, reason)
+        for member in self._members.pop(root, []):
+            self._distribute(segs, member)
+        return segs
+
+    def _distribute(self, segs: tuple[Segment, ...], member: Member) -> None:
+        start = 0
+        for seg in segs:
+            part = replace(member, offset=member.offset + start * member.factor, factor=member.factor * seg.factor)
+            self.add_member(seg.space, part)
+            start += self.size[seg.space] * seg.factor
+
+    # -- merging
+    def tie(self, a: tuple[Segment, ...], b: tuple[Segment, ...]) -> bool:
+        """Tie two layouts of one dimension channel for channel; refines the coarser side if needed."""
+        a, b = self.resolve(a), self.resolve(b)
+        if self._length(a) != self._length(b):
+            return False
+        if len(a) == 1 and len(b) > 1 or len(a) == len(b) == 1 and a[0].factor < b[0].factor:
+            a, b = b, a
+        if len(b) == 1 and [s.factor for s in a] != [b[0].factor] * len(a):
+            f = b[0].factor
+            if any(s.factor % f for s in a):
+                return False
+            b = self.refine(b[0].space, [(self.size[s.space], s.factor // f) for s in a])
+            b = tuple(Segment(s.space, s.factor * f) for s in b)
+        if len(a) != len(b) or any(x.factor != y.factor for x, y in zip(a, b, strict=True)):
+            return False
+        return all(self._union(x.space, y.space) for x, y in zip(a, b, strict=True))
+
+    def _length(self, segs: tuple[Segment, ...]) -> int:
+        return sum(self.size[s.space] * s.factor for s in segs)
+
+    def _union(self, a: int, b: int) -> bool:
         ra, rb = self.find(a), self.find(b)
         if ra == rb:
             return True
         if self.size[ra] != self.size[rb]:
             return False
+        if ra in self._refined or rb in self._refined:
+            return self.tie((Segment(ra),), (Segment(rb),))
         self._parent[rb] = ra
+        self._members.setdefault(ra, []).extend(self._members.pop(rb, []))
+        for reason in self._blocked.pop(rb, []):
+            self.block(ra, reason)
+        if self._kind.get(rb) != "channels":
+            self._kind[ra] = self._kind[rb]
         return True
 
     def add_member(self, space: int, member: Member) -> None:
-        """Record that ``space`` lives in ``member``; a tensor range claimed twice merges the claimants."""
-        key = (member.tensor, member.dim, member.offset)
-        if key in self._claims:
-            if not self.union(self._claims[key], space):
-                self.block(space, f"{member.tensor} is reached with two different channel counts")
+        """Record that ``space`` lives in ``member``; a tensor range claimed twice ties the claimants."""
+        root = self.find(space)
+        if root in self._refined:
+            self._distribute(self._refined[root], member)
             return
-        self._claims[key] = space
-        self._members.setdefault(space, []).append(member)
+        key = (member.tensor, member.dim, member.offset, member.factor)
+        if key in self._claims:
+            if not self.tie((Segment(self._claims[key]),), (Segment(root),)):
+                self.block(root, f"{member.tensor} is reached with two different channel layouts")
+            return
+        self._claims[key] = root
+        self._members.setdefault(root, []).append(member)
 
     def block(self, space: int, reason: str) -> None:
-        """Mark a space as not prunable, with the reason shown by ``analyze``."""
-        self._blocked.setdefault(space, []).append(reason)
+        """Mark a space (and, if refined, all its parts) as not prunable, with the reason."""
+        root = self.find(space)
+        if root in self._refined:
+            for seg in self._refined[root]:
+                self.block(seg.space, reason)
+            return
+        reasons = self._blocked.setdefault(root, [])
+        if reason not in reasons:
+            reasons.append(reason)
 
     def groups(self) -> list[Group]:
-        """The merged classes, in order of their first space."""
-        classes: dict[int, Group] = {}
-        for s in range(len(self._parent)):
-            root = self.find(s)
-            group = classes.setdefault(root, Group(id=len(classes), size=self.size[root], members=[]))
-            group.members.extend(self._members.get(s, []))
-            group.blocked.extend(r for r in self._blocked.get(s, []) if r not in group.blocked)
-        return [g for g in classes.values() if g.members]
+        """The merged, unrefined classes that appear in at least one tensor."""
+        roots = [s for s in range(len(self._parent)) if self.find(s) == s and s not in self._refined]
+        groups = [Group(id=0, size=self.size[r], members=list(self._members.get(r, [])),
+                        blocked=list(self._blocked.get(r, [])), kind=self._kind.get(r, "channels"))
+                  for r in roots if self._members.get(r)]
+        for i, g in enumerate(groups):
+            g.id = i
+        return groups

@@ -1,0 +1,74 @@
+"""Attention bookkeeping after surgery: head counts on attention modules and Hugging Face configs.
+
+Slicing tensors fixes Linear/Conv/Norm sizes (``plan.sync_module_attributes``); attention modules
+also cache head counts, and a Hugging Face config is the single truth ``from_pretrained`` rebuilds
+shapes from. Both are updated here so users never edit them by hand.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+
+def _out(layer: nn.Module) -> int:
+    return layer.nf if hasattr(layer, "nf") else layer.out_features
+
+
+def sync_attention(model: nn.Module) -> None:
+    """Update head-count attributes of known attention modules from their projection sizes."""
+    for module in model.modules():
+        if hasattr(module, "attention_head_size") and hasattr(module, "query"):  # BERT, ViT
+            module.all_head_size = module.query.out_features
+            module.num_attention_heads = module.all_head_size // module.attention_head_size
+        elif hasattr(module, "c_attn") and hasattr(module, "split_size") and hasattr(module, "head_dim"):  # GPT-2
+            module.split_size = _out(module.c_attn) // 3
+            module.num_heads = module.split_size // module.head_dim
+            module.embed_dim = module.split_size
+
+
+def _uniform(values: list[int]) -> int | None:
+    return values[0] if values and all(v == values[0] for v in values) else None
+
+
+def _layer_sizes(model: nn.Module) -> dict[str, list[int]]:
+    """Per-layer head counts, KV heads and FFN widths, read from module shapes."""
+    sizes: dict[str, list[int]] = {"heads": [], "kv_heads": [], "ffn": []}
+    for name, m in model.named_modules():
+        if hasattr(m, "q_proj") and hasattr(m, "head_dim"):
+            sizes["heads"].append(_out(m.q_proj) // m.head_dim)
+            sizes["kv_heads"].append(_out(m.k_proj) // m.head_dim)
+        elif hasattr(m, "attention_head_size") and hasattr(m, "num_attention_heads"):
+            sizes["heads"].append(m.num_attention_heads)
+        elif hasattr(m, "c_attn") and hasattr(m, "num_heads"):
+            sizes["heads"].append(m.num_heads)
+        for ffn in ("up_proj", "c_fc"):
+            if hasattr(m, ffn) and name.endswith("mlp"):
+                sizes["ffn"].append(_out(getattr(m, ffn)))
+        if name.endswith("intermediate") and hasattr(m, "dense"):
+            sizes["ffn"].append(_out(m.dense))
+    return sizes
+
+
+_CONFIG_FIELDS = {"heads": ("num_attention_heads", "n_head"), "kv_heads": ("num_key_value_heads",),
+                  "ffn": ("intermediate_size", "n_inner")}
+
+
+def update_config(model: nn.Module) -> list[str]:
+    """Write uniform new sizes into ``model.config``; return the names of sizes that vary by layer
+    (those shapes are still restored by ``secateur.load``, which reads them from the weights file)."""
+    config = getattr(model, "config", None)
+    if config is None or not hasattr(config, "to_dict"):
+        return []
+    if hasattr(config, "head_dim") or any(hasattr(m, "q_proj") and hasattr(m, "head_dim") for m in model.modules()):
+        head_dim = next((m.head_dim for m in model.modules() if hasattr(m, "q_proj") and hasattr(m, "head_dim")), None)
+        if head_dim is not None:
+            config.head_dim = head_dim
+    varying = []
+    for key, values in _layer_sizes(model).items():
+        value = _uniform(values)
+        if values and value is None:
+            varying.append(key)
+        for field_name in _CONFIG_FIELDS[key]:
+            if value is not None and getattr(config, field_name, None) is not None:
+                setattr(config, field_name, value)
+    return varying
