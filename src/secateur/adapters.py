@@ -63,6 +63,14 @@ def update_config(model: nn.Module) -> list[str]:
         head_dim = next((m.head_dim for m in model.modules() if hasattr(m, "q_proj") and hasattr(m, "head_dim")), None)
         if head_dim is not None:
             config.head_dim = head_dim
+    try:
+        embeddings = model.get_input_embeddings()
+    except (AttributeError, NotImplementedError):  # vision models have none
+        embeddings = None
+    for field_name in ("hidden_size", "n_embd", "dim", "d_model"):
+        if isinstance(embeddings, nn.Embedding) and getattr(config, field_name, None) is not None:
+            setattr(config, field_name, embeddings.embedding_dim)
+            break
     varying = []
     for key, values in _layer_sizes(model).items():
         value = _uniform(values)

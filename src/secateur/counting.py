@@ -12,10 +12,43 @@ import itertools
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, register_flop_formula, sdpa_flop_count
 
 from .inputs import as_inputs
 from .transaction import eval_mode
+
+aten = torch.ops.aten
+
+
+@register_flop_formula([aten._scaled_dot_product_flash_attention_for_cpu])
+def _sdpa_cpu_flop(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    """torch counts attention only for its GPU kernels; the CPU kernel does the same matmuls."""
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+@register_flop_formula([aten.lstm, aten.gru], get_raw=True)
+def _rnn_flop(x, second, *args, out_shape=None, **kwargs) -> int:
+    """aten.lstm / aten.gru: every step multiplies the input and the state by each layer's weights."""
+    packed = isinstance(second, torch.Tensor) and second.dim() == 1  # the .data overload: batch_sizes
+    params, has_biases = (args[1], args[2]) if packed else (args[0], args[1])
+    steps = x.shape[0] if packed else x.shape[0] * x.shape[1]
+    per_layer = 4 if has_biases else 2
+    return 2 * steps * sum(p.numel() for i, p in enumerate(params) if i % per_layer < 2)
+
+
+@register_flop_formula([aten.mkldnn_rnn_layer], get_raw=True)
+def _onednn_rnn_flop(x, w_ih, w_hh, *args, out_shape=None, **kwargs) -> int:
+    """One layer of an RNN as run by oneDNN on CPU (how nn.LSTM runs in float32 here)."""
+    return 2 * x.shape[0] * x.shape[1] * (w_ih.numel() + w_hh.numel())
+
+
+@register_flop_formula([aten._native_multi_head_attention], get_raw=True)
+def _mha_flop(query, key, value, embed_dim, num_heads, qkv_weight, qkv_bias, proj_weight, *args,
+              out_shape=None, **kwargs) -> int:
+    """nn.MultiheadAttention's fused inference path: q/k/v and output projections, scores, weighted sum."""
+    b, lq, lk = query.shape[0], query.shape[1], key.shape[1]
+    projections = qkv_weight.numel() // 3 * b * (lq + 2 * lk) + proj_weight.numel() * b * lq
+    return 2 * (projections + 2 * b * lq * lk * embed_dim)
 
 
 def _unique_tensors(model: nn.Module) -> list[torch.Tensor]:

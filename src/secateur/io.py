@@ -16,9 +16,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from . import __version__
+from .adapters import sync_attention, update_config
 from .errors import ModelFileError
 from .masks import apply_mask, masked_modules
-from .plan import Plan, sync_module_attributes
+from .plan import Plan, per_group, sync_module_attributes, tensor_owners
 
 FORMAT = "secateur.v1"
 WEIGHTS, MANIFEST = "model.safetensors", "manifest.json"
@@ -81,7 +82,8 @@ def read_manifest(directory: str | os.PathLike) -> dict:
     return manifest
 
 
-def _resize_to(model: nn.Module, name: str, shape: list[int], dtype: torch.dtype) -> None:
+def _resize_to(model: nn.Module, owners: dict, name: str, shape: list[int], dtype: torch.dtype) -> None:
+    """Give tensor ``name`` (and every module that shares it) an empty tensor of the saved shape."""
     path, _, leaf = name.rpartition(".")
     module = model.get_submodule(path) if path else model
     old = getattr(module, leaf, None)
@@ -89,10 +91,11 @@ def _resize_to(model: nn.Module, name: str, shape: list[int], dtype: torch.dtype
         return
     new = torch.empty(shape, dtype=dtype, device=old.device)
     if leaf in module._parameters:
-        module._parameters[leaf] = nn.Parameter(new, requires_grad=old.requires_grad)
-    else:
-        module._buffers[leaf] = new
-    sync_module_attributes(module)
+        new = nn.Parameter(new, requires_grad=old.requires_grad)
+    for holder, attr in owners[id(old)]:
+        groups = per_group(holder)
+        (holder._parameters if attr in holder._parameters else holder._buffers)[attr] = new
+        sync_module_attributes(holder, groups)
 
 
 def load(directory: str | os.PathLike, base: nn.Module | Callable[[], nn.Module], masks: bool = True) -> nn.Module:
@@ -104,8 +107,11 @@ def load(directory: str | os.PathLike, base: nn.Module | Callable[[], nn.Module]
     manifest = read_manifest(directory)
     tensors = load_file(str(Path(directory) / WEIGHTS))
     model = base if isinstance(base, nn.Module) else base()
+    owners = tensor_owners(model)
     for name, t in tensors.items():
-        _resize_to(model, name, list(t.shape), t.dtype)
+        _resize_to(model, owners, name, list(t.shape), t.dtype)
+    sync_attention(model)
+    update_config(model)
     result = model.load_state_dict(tensors, strict=False)
     missing = set(result.missing_keys) - set(manifest["tied"])
     if missing or result.unexpected_keys:

@@ -9,6 +9,7 @@ from .criteria import check_criterion
 from .errors import InvalidSparsityError
 
 Scope = Literal["layer", "global"]
+UNITS = ("channels", "heads", "hidden", "groups")
 
 
 def _check_fraction(name: str, value: float, *, low_open: bool, high_open: bool) -> None:
@@ -77,6 +78,9 @@ class Structured:
     (a :class:`Macs` or :class:`Params` fraction to keep; a bare float means MACs). ``round_to`` keeps
     channel counts at multiples of it; ``ignore`` holds module-name patterns (fnmatch) of layers whose
     output channels stay (their inputs may still shrink when the layer before them is pruned).
+    ``units`` restricts what is removed: ``"channels"`` (conv channels, neurons, FFN width),
+    ``"heads"`` (attention heads; key-value groups under GQA), ``"hidden"`` (the residual stream of a
+    transformer) and ``"groups"`` (channel groups of grouped convs and GroupNorm); None means all.
 
     >>> Structured(target=0.5).target
     Macs(fraction=0.5)
@@ -88,8 +92,13 @@ class Structured:
     scope: Scope = "layer"
     round_to: int = 1
     ignore: tuple[str, ...] = field(default=())
+    units: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
+        if self.units is not None:
+            bad = sorted(set(self.units) - set(UNITS))
+            if bad:
+                raise ValueError(f"unknown units {bad}; choose from {', '.join(UNITS)}")
         if (self.sparsity is None) == (self.target is None):
             raise InvalidSparsityError("give exactly one of sparsity= or target=, e.g. Structured(sparsity=0.5)")
         if self.sparsity is not None:

@@ -52,7 +52,7 @@ def _keep_index(size: int, drop: list[int]) -> torch.Tensor:
     return keep.nonzero().flatten()
 
 
-def _per_group(module: nn.Module) -> int | None:
+def per_group(module: nn.Module) -> int | None:
     """Channels per group of a grouped conv or GroupNorm, read before its tensors are sliced."""
     if isinstance(module, nn.modules.conv._ConvNd) and module.groups > 1:
         return module.out_channels // module.groups
@@ -91,7 +91,7 @@ def sync_module_attributes(module: nn.Module, per_group: int | None = None) -> N
         module.nf = w.shape[1]
 
 
-def _owners(model: nn.Module) -> dict[int, list[tuple[nn.Module, str]]]:
+def tensor_owners(model: nn.Module) -> dict[int, list[tuple[nn.Module, str]]]:
     """Every (module, attribute) that holds each tensor, so tied tensors are replaced everywhere."""
     owners: dict[int, list[tuple[nn.Module, str]]] = defaultdict(list)
     for module in model.modules():
@@ -103,7 +103,7 @@ def _owners(model: nn.Module) -> dict[int, list[tuple[nn.Module, str]]]:
 
 def apply_cuts(model: nn.Module, plan: Plan) -> None:
     """Slice every tensor named in ``plan.cuts`` (new tensors; nothing edited in place)."""
-    owners = _owners(model)
+    owners = tensor_owners(model)
     touched: dict[nn.Module, int | None] = {}
     for tensor, dims in plan.cuts.items():
         module, leaf = _owner(model, tensor)
@@ -115,9 +115,9 @@ def apply_cuts(model: nn.Module, plan: Plan) -> None:
         new = nn.Parameter(new.clone(), requires_grad=old.requires_grad) if leaf in module._parameters else new.clone()
         for holder, name in owners[id(old)]:
             (holder._parameters if name in holder._parameters else holder._buffers)[name] = new
-            touched.setdefault(holder, _per_group(holder))
-    for module, per_group in touched.items():
-        sync_module_attributes(module, per_group)
+            touched.setdefault(holder, per_group(holder))
+    for module, channels_per_group in touched.items():
+        sync_module_attributes(module, channels_per_group)
 
 
 def group_cut_summary(plan: Plan) -> dict[str, int]:

@@ -26,7 +26,8 @@ def _ignored(group: Group, patterns: tuple[str, ...]) -> bool:
 
 def selectable_groups(graph: CouplingGraph, method: Structured) -> list[Group]:
     """Prunable groups that ``method.ignore`` does not exclude."""
-    return [g for g in graph.prunable if not _ignored(g, method.ignore)]
+    return [g for g in graph.prunable if not _ignored(g, method.ignore)
+            and (method.units is None or g.kind in method.units)]
 
 
 def _runs_shrunk(model: nn.Module, groups: list[Group], inputs: Inputs, shapes: list) -> bool:

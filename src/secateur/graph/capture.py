@@ -144,6 +144,8 @@ class Walk:
             return {}
         if node.op != "call_function":
             return self.unknown(node)
+        if not isinstance(node.meta.get("val"), torch.Tensor | list | tuple):
+            return {}  # no tensor comes out (shape assertions, scalars): nothing to couple
         rule = rules.rule_for(op_name(node.target))
         if rule is None:
             return self.unknown(node)
@@ -157,10 +159,13 @@ def _flat_values(v: Value | list[Value]) -> list[Value]:
 def export_graph(model: nn.Module, example_inputs: tuple, example_kwargs: dict | None = None
                  ) -> tuple[fx.GraphModule, dict[str, str]]:
     """Export ``model`` (non-strict) and map its parameter placeholders to qualified names."""
+    example_kwargs = dict(example_kwargs or {})
+    if getattr(getattr(model, "config", None), "use_cache", False):
+        example_kwargs.setdefault("use_cache", False)  # a KV cache object is not an exportable output
     try:
         with warnings.catch_warnings(), eval_mode(model), torch.no_grad():
             warnings.simplefilter("ignore")
-            ep = torch.export.export(model, tuple(example_inputs), example_kwargs or {}, strict=False)
+            ep = torch.export.export(model, tuple(example_inputs), example_kwargs, strict=False)
     except Exception as exc:  # export raises many types for untraceable Python
         raise GraphCaptureError(
             f"torch.export could not capture {type(model).__name__}: {str(exc).splitlines()[0][:300]}. "

@@ -207,6 +207,7 @@ def _recurrent(walk: Walk, node: fx.Node, gates: int) -> list[Value]:
     """aten.lstm / aten.gru: ``(input, hx, params, has_biases, num_layers, dropout, train, bidirectional, ...)``."""
     x, hx, params, has_biases, num_layers, bidirectional = (node.args[0], node.args[1], node.args[2],
                                                               node.args[3], node.args[4], node.args[7])
+    hx = hx if isinstance(hx, list | tuple) else [hx]  # gru takes one state tensor, lstm a list
     refs = [walk.param(p) for p in params]
     value = walk.value(x)
     rank = len(walk.shape(x))

@@ -240,13 +240,16 @@ def _cat(walk: Walk, node: fx.Node) -> Value:
             continue
         seen = [walk.value(t).get(d) for t in tensors]
         tracked = [s for s in seen if s is not None]
-        if tracked and len(tracked) < len(seen):
+        params = [walk.param(t) for t, s in zip(tensors, seen, strict=True) if s is None]
+        if tracked and not all(r is not None and r.dims[d] is not None for r in params):
             for s in tracked:
                 walk.block(s, f"{walk.label(node)} joins tracked and untracked inputs")
         elif tracked:
             out[d] = tracked[0]
             for s in tracked[1:]:
                 walk.tie(out[d], s, node)
+            for r in params:  # e.g. a class token concatenated in front of patch embeddings
+                walk.member(out[d], r.name, r.dims[d], "norm")
     out[dim] = tuple(parts)
     return out
 

@@ -79,7 +79,7 @@ class Spaces:
         self._blocked: dict[int, list[str]] = {}
         self._kind: dict[int, str] = {}
         self._refined: dict[int, tuple[Segment, ...]] = {}
-        self._claims: dict[tuple[str, int, int, int], int] = {}
+        self._claims: dict[tuple[str, int, int, int], int] = {}  # a tensor range -> the space in it
 
     def new(self, size: int, kind: str = "channels") -> int:
         self._parent.append(len(self._parent))
@@ -116,9 +116,16 @@ class Spaces:
         for reason in self._blocked.pop(root, []):
             for seg in segs:
                 self.block(seg.space, reason)
-        for member in self._members.pop(root, []):
+        members = self._members.pop(root, [])
+        for m in members:
+            self._claims.pop(self._key(m), None)
+        for member in members:
             self._distribute(segs, member)
         return segs
+
+    @staticmethod
+    def _key(m: Member) -> tuple[str, int, int, int]:
+        return m.tensor, m.dim, m.offset, m.factor
 
     def _distribute(self, segs: tuple[Segment, ...], member: Member) -> None:
         start = 0
@@ -170,7 +177,7 @@ class Spaces:
         if root in self._refined:
             self._distribute(self._refined[root], member)
             return
-        key = (member.tensor, member.dim, member.offset, member.factor)
+        key = self._key(member)
         if key in self._claims:
             if not self.tie((Segment(self._claims[key]),), (Segment(root),)):
                 self.block(root, f"{member.tensor} is reached with two different channel layouts")
