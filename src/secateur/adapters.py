@@ -54,8 +54,9 @@ _CONFIG_FIELDS = {"heads": ("num_attention_heads", "n_head"), "kv_heads": ("num_
 
 
 def update_config(model: nn.Module) -> list[str]:
-    """Write uniform new sizes into ``model.config``; return the names of sizes that vary by layer
-    (those shapes are still restored by ``secateur.load``, which reads them from the weights file)."""
+    """Write new sizes into ``model.config`` where it can express them; return the sizes it cannot
+    (they vary by layer, or the config derives them). ``from_pretrained`` rebuilds the model only when
+    that list is empty; ``secateur.load`` always does, reading shapes from the weights file."""
     config = getattr(model, "config", None)
     if config is None or not hasattr(config, "to_dict"):
         return []
@@ -71,12 +72,15 @@ def update_config(model: nn.Module) -> list[str]:
         if isinstance(embeddings, nn.Embedding) and getattr(config, field_name, None) is not None:
             setattr(config, field_name, embeddings.embedding_dim)
             break
-    varying = []
+    unexpressed = []
     for key, values in _layer_sizes(model).items():
         value = _uniform(values)
-        if values and value is None:
-            varying.append(key)
-        for field_name in _CONFIG_FIELDS[key]:
-            if value is not None and getattr(config, field_name, None) is not None:
+        fields = [f for f in _CONFIG_FIELDS[key] if getattr(config, f, None) is not None]
+        if key in ("heads", "kv_heads") and getattr(config, "head_dim", None) is None:
+            fields = []  # head size is derived as hidden / heads here: a new head count is not expressible
+        if values and (value is None or not fields) and value != getattr(config, _CONFIG_FIELDS[key][0], value):
+            unexpressed.append(key)
+        for field_name in fields:
+            if value is not None:
                 setattr(config, field_name, value)
-    return varying
+    return unexpressed

@@ -60,6 +60,111 @@ def run(recipe: Path = typer.Argument(..., help="A YAML recipe, e.g. examples/ml
     _guard(_run, recipe, out, quiet)
 
 
+def _method(sparsity: float | None, target_macs: float | None, target_params: float | None, units: str | None,
+            scope: str, round_to: int, criterion: str):
+    from .methods import Params, Structured
+
+    target = target_macs if target_macs is not None else Params(target_params) if target_params is not None else None
+    if sparsity is None and target is None:
+        sparsity = 0.5
+    return Structured(sparsity=sparsity, target=target, units=tuple(units.split(",")) if units else None,
+                      scope=scope, round_to=round_to, criterion=criterion)
+
+
+def _shape(text: str | None) -> tuple[int, ...] | None:
+    return tuple(int(v) for v in text.split(",")) if text else None
+
+
+MODEL_HELP = "zoo:NAME, hf:FOLDER (a local Hugging Face model) or py:package.module:factory"
+
+
+@app.command()
+def analyze(model: str = typer.Argument(..., help=MODEL_HELP),
+            units: str | None = typer.Option(None, help="Comma-separated units: channels,heads,hidden,groups."),
+            input_shape: str | None = typer.Option(None, help="For py: models, e.g. 1,3,32,32."),
+            weights: str | None = typer.Option(None, help="Weights for py: models (.safetensors).")) -> None:
+    """Pre-flight report: coupled groups, what would be pruned, and why anything is skipped."""
+
+    def work() -> None:
+        from .analyze import analyze as run_analysis
+        from .resolve import resolve
+
+        r = resolve(model, weights, _shape(input_shape))
+        method = _method(0.5, None, None, units, "layer", 1, "magnitude")
+        typer.echo(run_analysis(r.model, r.example_inputs, method).to_markdown())
+
+    _guard(work)
+
+
+@app.command()
+def prune(model: str = typer.Argument(..., help=MODEL_HELP),
+          out: Path = typer.Option(..., help="Folder for the pruned model (safetensors + manifest)."),
+          sparsity: float | None = typer.Option(None, help="Fraction of each group's units to remove."),
+          target_macs: float | None = typer.Option(None, help="Keep this fraction of MACs instead."),
+          target_params: float | None = typer.Option(None, help="Keep this fraction of parameters instead."),
+          units: str | None = typer.Option(None, help="Comma-separated units: channels,heads,hidden,groups."),
+          scope: str = typer.Option("layer", help="layer or global."),
+          round_to: int = typer.Option(1, help="Keep unit counts at multiples of this."),
+          criterion: str = typer.Option("magnitude", help="Importance criterion."),
+          input_shape: str | None = typer.Option(None, help="For py: models, e.g. 1,3,32,32."),
+          weights: str | None = typer.Option(None, help="Weights for py: models (.safetensors).")) -> None:
+    """Prune a model structurally and save it; reload it with `secateur load OUT --base MODEL`."""
+
+    def work() -> None:
+        import json
+
+        from .io import save
+        from .prune import prune as run_prune
+        from .resolve import resolve
+
+        r = resolve(model, weights, _shape(input_shape))
+        method = _method(sparsity, target_macs, target_params, units, scope, round_to, criterion)
+        result = run_prune(r.model, method, example_inputs=r.example_inputs)
+        save(r.model, out, plan=result.plan, metadata={"base": model})
+        (out / "prune.json").write_text(json.dumps(result.to_dict() | {"plan": None}, indent=1))
+        typer.echo(result.summary())
+        typer.echo(f"wrote {out}")
+
+    _guard(work)
+
+
+@app.command()
+def load(folder: Path = typer.Argument(..., help="A folder written by `secateur prune` or secateur.save."),
+         base: str = typer.Option(..., help=f"The original model: {MODEL_HELP}."),
+         input_shape: str | None = typer.Option(None, help="For py: models, e.g. 1,3,32,32."),
+         weights: str | None = typer.Option(None, help="Weights for py: models (.safetensors).")) -> None:
+    """Rebuild a pruned model on its original architecture, run it, and print its size."""
+
+    def work() -> None:
+        from .counting import count_macs, count_params
+        from .io import load as run_load
+        from .resolve import resolve
+
+        r = resolve(base, weights, _shape(input_shape))
+        model = run_load(folder, base=r.factory).eval()
+        typer.echo(f"loaded {folder} onto {base}: params {count_params(r.model):,} -> {count_params(model):,}, "
+                      f"MACs {count_macs(r.model, r.example_inputs):,} -> {count_macs(model, r.example_inputs):,}")
+
+    _guard(work)
+
+
+@app.command()
+def profile(model: str = typer.Argument(..., help=MODEL_HELP),
+            input_shape: str | None = typer.Option(None, help="For py: models, e.g. 1,3,32,32."),
+            weights: str | None = typer.Option(None, help="Weights for py: models (.safetensors)."),
+            runs: int = typer.Option(30, help="Timed runs (median reported).")) -> None:
+    """Params, MACs, ONNX bytes and latency (torch, onnxruntime) of a model on its example inputs."""
+
+    def work() -> None:
+        from .profile import profile as run_profile
+        from .resolve import resolve
+
+        r = resolve(model, weights, _shape(input_shape))
+        console.print(run_profile(r.model, r.example_inputs, runs=runs).to_dict())
+
+    _guard(work)
+
+
 @app.command()
 def version() -> None:
     """Print secateur's version."""

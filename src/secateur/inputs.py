@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from torch.utils import _pytree as pytree
 
 
 @dataclass
@@ -20,6 +22,13 @@ class Inputs:
 
     def call(self, model: nn.Module) -> object:
         return model(*self.args, **self.kwargs)
+
+    def output_shapes(self, model: nn.Module) -> list[tuple[int, ...]]:
+        """Shapes of every tensor in ``model``'s output on these inputs (Hugging Face outputs included)."""
+        with torch.no_grad():
+            out = self.call(model)
+        leaves = pytree.tree_leaves(dict(out) if isinstance(out, Mapping) else out)
+        return [tuple(t.shape) for t in leaves if isinstance(t, torch.Tensor)]
 
     def tensors(self) -> list[torch.Tensor]:
         return [t for t in (*self.args, *self.kwargs.values()) if isinstance(t, torch.Tensor)]

@@ -59,12 +59,19 @@ def save(model: nn.Module, directory: str | os.PathLike, plan: Plan | None = Non
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors, tied, masked = _plain_state(model)
+    unexpressed = update_config(model)
     manifest = {
         "format": FORMAT, "secateur_version": __version__, "model_class": type(model).__qualname__,
         "tensors": {k: list(v.shape) for k, v in tensors.items()}, "tied": tied, "masked": masked,
         "plan": plan.to_dict() if plan else None, "metadata": metadata or {},
+        "hf_config_complete": not unexpressed if hasattr(getattr(model, "config", None), "to_dict") else None,
+        "hf_config_unexpressed": unexpressed,
     }
-    _write_atomic(directory / WEIGHTS, lambda p: save_file(tensors, str(p), metadata={"format": FORMAT}))
+    # "pt" lets Hugging Face's from_pretrained read the same file; the manifest carries our format.
+    _write_atomic(directory / WEIGHTS, lambda p: save_file(tensors, str(p), metadata={"format": "pt"}))
+    config = getattr(model, "config", None)
+    if hasattr(config, "save_pretrained"):
+        config.save_pretrained(directory)
     _write_atomic(directory / MANIFEST, lambda p: p.write_text(json.dumps(manifest, indent=1)))
     return directory
 
@@ -98,14 +105,20 @@ def _resize_to(model: nn.Module, owners: dict, name: str, shape: list[int], dtyp
         sync_module_attributes(holder, groups)
 
 
-def load(directory: str | os.PathLike, base: nn.Module | Callable[[], nn.Module], masks: bool = True) -> nn.Module:
-    """Rebuild a saved (pruned) model on ``base``: a fresh module, or a class / factory that makes one.
+def load(directory: str | os.PathLike, base: nn.Module | Callable[[], nn.Module] | str | os.PathLike,
+         masks: bool = True) -> nn.Module:
+    """Rebuild a saved (pruned) model on ``base``: a fresh module, a class / factory that makes one, or
+    the folder of the original Hugging Face model.
 
     With ``masks=True`` weights that were masked when saved get their masks back (zeros stay zero
     through further fine-tuning).
     """
     manifest = read_manifest(directory)
     tensors = load_file(str(Path(directory) / WEIGHTS))
+    if isinstance(base, str | os.PathLike):
+        from .resolve import hf_factory
+
+        base = hf_factory(base)
     model = base if isinstance(base, nn.Module) else base()
     owners = tensor_owners(model)
     for name, t in tensors.items():

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
-from torch.utils import _pytree as pytree
 
 from .adapters import sync_attention, update_config
 from .counting import count_macs, count_nonzero_params, count_params
@@ -17,14 +15,7 @@ from .inputs import Inputs, as_inputs
 from .masks import apply_mask
 from .methods import Structured, Unstructured
 from .plan import Plan, apply_cuts
-from .structured import (
-    group_scores,
-    plan_for_sparsity,
-    plan_for_target,
-    predict,
-    runnable_groups,
-    selectable_groups,
-)
+from .structured import Shadow, group_scores, plan_for_sparsity, plan_for_target, runnable_groups, selectable_groups
 from .transaction import atomic, eval_mode
 from .unstructured import unstructured_masks
 
@@ -59,27 +50,27 @@ class PruneResult:
                 f"non-zero {self.nonzero_before:,} -> {self.nonzero_after:,}{macs}")
 
 
-def output_shapes(model: nn.Module, inputs: Inputs) -> list[tuple[int, ...]]:
-    with torch.no_grad():
-        out = inputs.call(model)
-    leaves = pytree.tree_leaves(dict(out) if isinstance(out, Mapping) else out)
-    return [tuple(t.shape) for t in leaves if isinstance(t, torch.Tensor)]
-
-
-def _prune_structured(model: nn.Module, method: Structured, inputs: Inputs) -> tuple[Plan, list[str]]:
+def _prune_structured(model: nn.Module, method: Structured, inputs: Inputs
+                      ) -> tuple[Plan, list[str], tuple[int, int]]:
     if not inputs:
         raise PruningError("Structured pruning needs example_inputs=... to trace the model's couplings")
     graph = capture(model, inputs.args, inputs.kwargs)
-    groups, _ = runnable_groups(model, selectable_groups(graph, method), inputs)
+    shadow = Shadow(model, inputs)
+    groups, _ = runnable_groups(shadow, selectable_groups(graph, method))
     if not groups:
-        raise PruningError("no prunable channel groups found; run secateur.analyze(model, example_inputs) "
-                           "to see which ops block them")
+        kinds = sorted({g.kind for g in graph.prunable})
+        raise PruningError(f"no prunable groups for units={method.units} (this model has: {kinds or 'none'}); "
+                           "run secateur.analyze(model, example_inputs) to see what blocks the others")
     scores = {g.id: group_scores(model, g, method.criterion) for g in groups}
     if method.sparsity is not None:
         plan = plan_for_sparsity(groups, scores, method, method.sparsity)
+        if plan.is_empty() and method.sparsity > 0:
+            largest = max(g.size for g in groups)
+            raise PruningError(f"sparsity={method.sparsity} removes nothing: the largest selected group has "
+                               f"{largest} units, so at least {1 / largest:.3g} is needed (or round_to is too big)")
     else:
-        plan = plan_for_target(model, inputs, groups, scores, method)
-    return plan, [g.describe() for g in groups]
+        plan = plan_for_target(shadow, groups, scores, method)
+    return plan, [g.describe() for g in groups], shadow.run(plan)
 
 
 def _check_forward(model: nn.Module, inputs: Inputs, shapes: list | None) -> None:
@@ -87,7 +78,7 @@ def _check_forward(model: nn.Module, inputs: Inputs, shapes: list | None) -> Non
     if shapes is None:
         return
     try:
-        after = output_shapes(model, inputs)
+        after = inputs.output_shapes(model)
     except Exception as exc:
         raise PruningError(f"the pruned model no longer runs ({type(exc).__name__}: {exc}); the model was "
                            "restored. A module hard-codes a size secateur does not know: pass ignore=[...] "
@@ -130,13 +121,12 @@ def prune(
 
 def _prune(model: nn.Module, method: Structured | Unstructured, inputs: Inputs) -> PruneResult:
     before = (count_params(model), count_nonzero_params(model), count_macs(model, inputs) if inputs else None)
-    shapes = output_shapes(model, inputs) if inputs else None
+    shapes = inputs.output_shapes(model) if inputs else None
     groups: list[str] = []
     predicted = None
     with atomic(model):
         if isinstance(method, Structured):
-            plan, groups = _prune_structured(model, method, inputs)
-            predicted = predict(model, plan, inputs)
+            plan, groups, predicted = _prune_structured(model, method, inputs)
             apply_cuts(model, plan)
             sync_attention(model)
         else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import fnmatch
 import math
 
@@ -30,28 +31,43 @@ def selectable_groups(graph: CouplingGraph, method: Structured) -> list[Group]:
             and (method.units is None or g.kind in method.units)]
 
 
-def _runs_shrunk(model: nn.Module, groups: list[Group], inputs: Inputs, shapes: list) -> bool:
-    """Does a meta-device copy still run, with the same output shapes, when each group loses a channel?"""
-    from .prune import output_shapes
+class Shadow:
+    """Copies of a model to try plans on: shape-only (meta device) when its forward runs there,
+    else real deep copies (e.g. Hugging Face mask code that reads tensor values). Decided once."""
 
-    shadow = meta_copy(model)
-    try:
-        apply_cuts(shadow, plan_from_drops(groups, {g.id: [0] for g in groups}))
-        sync_attention(shadow)
-        return output_shapes(shadow, inputs.to_meta()) == shapes
-    except Exception:  # any failure means the module code cannot follow this group
-        return False
+    def __init__(self, model: nn.Module, inputs: Inputs) -> None:
+        self.model, self.inputs = model, inputs
+        try:
+            self.shapes = inputs.to_meta().output_shapes(meta_copy(model))
+            self.meta = True
+        except Exception:  # data-dependent code cannot run on meta tensors
+            self.meta = False
+            self.shapes = inputs.output_shapes(model)
+
+    def run(self, plan: Plan, shapes: bool = False) -> tuple[int, int] | bool:
+        """Apply ``plan`` to a copy: its (params, MACs), or with ``shapes=True`` whether it still runs
+        with the same output shapes."""
+        shadow, inputs = (meta_copy(self.model), self.inputs.to_meta()) if self.meta else \
+            (copy.deepcopy(self.model), self.inputs)
+        if not shapes:
+            apply_cuts(shadow, plan)
+            sync_attention(shadow)
+            return count_params(shadow), count_macs(shadow, inputs)
+        try:
+            apply_cuts(shadow, plan)
+            sync_attention(shadow)
+            return inputs.output_shapes(shadow) == self.shapes
+        except Exception:  # any failure means the module code cannot follow this plan
+            return False
 
 
-def runnable_groups(model: nn.Module, groups: list[Group], inputs: Inputs) -> tuple[list[Group], dict[int, str]]:
+def runnable_groups(shadow: Shadow, groups: list[Group]) -> tuple[list[Group], dict[int, str]]:
     """Keep the groups the model's own code can follow (exported graphs hide hard-coded sizes such as
-    ``x.view(-1, 512)``); the rest are returned with the reason. One meta forward when all is well."""
-    from .prune import output_shapes
-
-    shapes = output_shapes(meta_copy(model), inputs.to_meta())
-    if _runs_shrunk(model, groups, inputs, shapes):
+    ``x.view(-1, 512)``): each group loses one channel on a copy. One forward pass when all is well."""
+    shrink = lambda gs: plan_from_drops(gs, {g.id: [0] for g in gs})  # noqa: E731
+    if shadow.run(shrink(groups), shapes=True):
         return groups, {}
-    ok = [g for g in groups if _runs_shrunk(model, [g], inputs, shapes)]
+    ok = [g for g in groups if shadow.run(shrink([g]), shapes=True)]
     reason = "the model's code hard-codes this size (a forward pass failed when it shrank)"
     return ok, {g.id: reason for g in groups if g not in ok}
 
@@ -117,26 +133,18 @@ def plan_from_drops(groups: list[Group], drops: dict[int, list[int]]) -> Plan:
     return plan
 
 
-def predict(model: nn.Module, plan: Plan, inputs: Inputs) -> tuple[int, int]:
-    """(params, MACs) the model will have after ``plan``, computed on a meta-device copy."""
-    shadow = meta_copy(model)
-    apply_cuts(shadow, plan)
-    sync_attention(shadow)
-    return count_params(shadow), count_macs(shadow, inputs.to_meta())
-
-
 def plan_for_sparsity(groups, scores, method: Structured, sparsity: float) -> Plan:
     choose = _global_drops if method.scope == "global" else _layer_drops
     return plan_from_drops(groups, choose(groups, scores, sparsity, method.round_to))
 
 
-def plan_for_target(model, inputs: Inputs, groups, scores, method: Structured) -> Plan:
+def plan_for_target(shadow: Shadow, groups, scores, method: Structured) -> Plan:
     """Bisect the sparsity until the predicted MACs (or params) fraction meets ``method.target``."""
     target = method.target
     index = 1 if isinstance(target, Macs) else 0
     assert isinstance(target, Macs | Params)
-    dense = predict(model, Plan(), inputs)[index]
-    frac = lambda s: predict(model, plan_for_sparsity(groups, scores, method, s), inputs)[index] / dense  # noqa: E731
+    dense = shadow.run(Plan())[index]
+    frac = lambda s: shadow.run(plan_for_sparsity(groups, scores, method, s))[index] / dense  # noqa: E731
     lo, hi = 0.0, 0.999
     if frac(hi) > target.fraction:
         raise PruningError(
