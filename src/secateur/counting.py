@@ -79,16 +79,22 @@ def count_nonzero_params(model: nn.Module) -> int:
                        if id(p) not in masked_originals)
 
 
+def macs_and_shapes(model: nn.Module, example_inputs: object) -> tuple[int, list[tuple[int, ...]]]:
+    """One forward pass: its multiply-accumulates and the shapes of every output tensor."""
+    inputs = as_inputs(example_inputs)
+    counter = FlopCounterMode(display=False)
+    with eval_mode(model), counter:
+        shapes = inputs.output_shapes(model)
+    return counter.get_total_flops() // 2, shapes
+
+
 def count_macs(model: nn.Module, example_inputs: object) -> int:
     """Multiply-accumulates of one forward pass on ``example_inputs`` (the whole batch).
 
     >>> count_macs(nn.Linear(3, 2), (torch.randn(4, 3),))
     24
     """
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), eval_mode(model), counter:
-        as_inputs(example_inputs).call(model)
-    return counter.get_total_flops() // 2
+    return macs_and_shapes(model, example_inputs)[0]
 
 
 def meta_copy(model: nn.Module) -> nn.Module:

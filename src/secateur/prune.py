@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from .adapters import sync_attention, update_config
-from .counting import count_macs, count_nonzero_params, count_params
+from .counting import count_nonzero_params, count_params, macs_and_shapes
 from .errors import PruningError
 from .graph import capture
 from .inputs import Inputs, as_inputs
@@ -73,18 +73,17 @@ def _prune_structured(model: nn.Module, method: Structured, inputs: Inputs
     return plan, [g.describe() for g in groups], shadow.run(plan)
 
 
-def _check_forward(model: nn.Module, inputs: Inputs, shapes: list | None) -> None:
-    """The pruned model must still run and give outputs of the same shapes, or the prune rolls back."""
-    if shapes is None:
-        return
+def _forward_after(model: nn.Module, inputs: Inputs, shapes: list) -> int:
+    """MACs of the pruned model, which must still run and give outputs of the same shapes (or it rolls back)."""
     try:
-        after = inputs.output_shapes(model)
+        macs, after = macs_and_shapes(model, inputs)
     except Exception as exc:
         raise PruningError(f"the pruned model no longer runs ({type(exc).__name__}: {exc}); the model was "
                            "restored. A module hard-codes a size secateur does not know: pass ignore=[...] "
                            "for it or register a rule") from exc
     if after != shapes:
         raise PruningError(f"pruning changed the output shapes {shapes} -> {after}; the model was restored")
+    return macs
 
 
 def _prune_unstructured(model: nn.Module, method: Unstructured) -> Plan:
@@ -120,8 +119,8 @@ def prune(
 
 
 def _prune(model: nn.Module, method: Structured | Unstructured, inputs: Inputs) -> PruneResult:
-    before = (count_params(model), count_nonzero_params(model), count_macs(model, inputs) if inputs else None)
-    shapes = inputs.output_shapes(model) if inputs else None
+    macs, shapes = macs_and_shapes(model, inputs) if inputs else (None, None)
+    before = (count_params(model), count_nonzero_params(model), macs)
     groups: list[str] = []
     predicted = None
     with atomic(model):
@@ -131,11 +130,11 @@ def _prune(model: nn.Module, method: Structured | Unstructured, inputs: Inputs) 
             sync_attention(model)
         else:
             plan = _prune_unstructured(model, method)
-        _check_forward(model, inputs, shapes)
+        macs_after = _forward_after(model, inputs, shapes) if inputs else None
         if isinstance(method, Structured):
             update_config(model)
     return PruneResult(
         method=method, plan=plan, params_before=before[0], params_after=count_params(model),
         nonzero_before=before[1], nonzero_after=count_nonzero_params(model), macs_before=before[2],
-        macs_after=count_macs(model, inputs) if inputs else None, predicted=predicted, groups=groups,
+        macs_after=macs_after, predicted=predicted, groups=groups,
     )

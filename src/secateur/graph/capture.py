@@ -1,4 +1,5 @@
-"""Capture a model's computation once (non-strict ``torch.export``) and derive its coupled groups.
+"""Capture a model's computation once (``make_fx`` above autograd, or ``torch.export``) and derive its
+coupled groups.
 
 The walk visits every ATen node in order and asks the rule registered for its op (``rules.py``,
 ``layers.py``) what the output's *value* is: for each dimension, the channel segments tracked on
@@ -156,25 +157,55 @@ def _flat_values(v: Value | list[Value]) -> list[Value]:
     return v if isinstance(v, list) else [v]
 
 
-def export_graph(model: nn.Module, example_inputs: tuple, example_kwargs: dict | None = None
-                 ) -> tuple[fx.GraphModule, dict[str, str]]:
-    """Export ``model`` (non-strict) and map its parameter placeholders to qualified names."""
+def _make_fx_graph(model: nn.Module, args: tuple, kwargs: dict) -> tuple[fx.GraphModule, dict[str, str]]:
+    """Trace ATen ops above autograd (the vocabulary of torch.export's training IR), parameters as inputs."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    params = dict([*model.named_parameters(), *model.named_buffers()])
+    tensors = {k: v for k, v in kwargs.items() if isinstance(v, torch.Tensor)}
+    static = {k: v for k, v in kwargs.items() if not isinstance(v, torch.Tensor)}
+
+    def run(p: dict, a: tuple, k: dict) -> object:
+        return torch.func.functional_call(model, p, a, {**k, **static})
+
+    error: Exception | None = None
+    for mode in ("fake", "real"):  # fake is fastest; real runs code that reads tensor values
+        try:
+            gm = make_fx(run, tracing_mode=mode, pre_dispatch=True)(params, tuple(args), tensors)
+            placeholders = [n.target for n in gm.graph.nodes if n.op == "placeholder"]
+            return gm, dict(zip(placeholders, params, strict=False))
+        except Exception as exc:  # noqa: PERF203  (fall through to the next capture)
+            error = exc
+    raise error
+
+
+def _export_graph(model: nn.Module, args: tuple, kwargs: dict) -> tuple[fx.GraphModule, dict[str, str]]:
+    ep = torch.export.export(model, tuple(args), kwargs, strict=False)
+    sig = ep.graph_signature
+    return ep.graph_module, {**sig.inputs_to_parameters, **sig.inputs_to_buffers}
+
+
+def trace_graph(model: nn.Module, example_inputs: tuple, example_kwargs: dict | None = None
+                ) -> tuple[fx.GraphModule, dict[str, str]]:
+    """Capture ``model`` once as an ATen graph (make_fx, then torch.export as a fallback) and map its
+    parameter placeholders to qualified names."""
     example_kwargs = dict(example_kwargs or {})
     if getattr(getattr(model, "config", None), "use_cache", False):
-        example_kwargs.setdefault("use_cache", False)  # a KV cache object is not an exportable output
-    try:
-        with warnings.catch_warnings(), eval_mode(model), torch.no_grad():
-            warnings.simplefilter("ignore")
-            ep = torch.export.export(model, tuple(example_inputs), example_kwargs, strict=False)
-    except Exception as exc:  # export raises many types for untraceable Python
-        raise GraphCaptureError(
-            f"torch.export could not capture {type(model).__name__}: {str(exc).splitlines()[0][:300]}. "
-            "Structured pruning needs a model whose forward runs on example inputs without data-dependent "
-            "control flow; pass other example_inputs, or prune its exportable submodules."
-        ) from exc
-    sig = ep.graph_signature
-    names = {**sig.inputs_to_parameters, **sig.inputs_to_buffers}
-    return ep.graph_module, names
+        example_kwargs.setdefault("use_cache", False)  # a KV cache object is not a traceable output
+    errors = []
+    with warnings.catch_warnings(), eval_mode(model), torch.no_grad():
+        warnings.simplefilter("ignore")
+        for tracer in (_make_fx_graph, _export_graph):
+            try:
+                return tracer(model, tuple(example_inputs), example_kwargs)
+            except Exception as exc:  # noqa: PERF203  tracers raise many types for untraceable Python
+                errors.append(exc)
+    raise GraphCaptureError(
+        f"could not capture {type(model).__name__} with make_fx or torch.export: "
+        f"{str(errors[-1]).splitlines()[0][:300]}. Structured pruning needs a model whose forward runs on "
+        "example inputs without data-dependent control flow; pass other example_inputs, or prune its "
+        "traceable submodules."
+    ) from errors[-1]
 
 
 def capture(model: nn.Module, example_inputs: tuple, example_kwargs: dict | None = None) -> CouplingGraph:
@@ -184,7 +215,7 @@ def capture(model: nn.Module, example_inputs: tuple, example_kwargs: dict | None
     >>> [x.describe() for x in g.prunable]
     ['0.out => 2.in']
     """
-    gm, names = export_graph(model, example_inputs, example_kwargs)
+    gm, names = trace_graph(model, example_inputs, example_kwargs)
     walk = Walk(gm, _canonical_names(model, names))
     for node in gm.graph.nodes:
         walk.values[node] = walk.visit(node)
