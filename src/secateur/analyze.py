@@ -81,7 +81,7 @@ def analyze(model: nn.Module, example_inputs: object, method: Structured | None 
         graph = capture(model, inputs.args, inputs.kwargs)
         candidates = [g for g in graph.prunable if not _ignored(g, method.ignore)
                       and (method.units is None or g.kind in method.units)]
-        ok, reasons = runnable_groups(Shadow(model, inputs), candidates)
+        ok, reasons = runnable_groups(Shadow(model, inputs, inputs.output_shapes(model)), candidates)
     runnable = {g.id for g in ok}
     reports = [GroupReport(g.id, g.kind, g.size, g.describe(), _skip_reason(g, method, runnable, reasons))
                for g in graph.groups]

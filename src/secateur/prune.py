@@ -50,12 +50,12 @@ class PruneResult:
                 f"non-zero {self.nonzero_before:,} -> {self.nonzero_after:,}{macs}")
 
 
-def _prune_structured(model: nn.Module, method: Structured, inputs: Inputs
+def _prune_structured(model: nn.Module, method: Structured, inputs: Inputs, shapes: list
                       ) -> tuple[Plan, list[str], tuple[int, int]]:
     if not inputs:
         raise PruningError("Structured pruning needs example_inputs=... to trace the model's couplings")
     graph = capture(model, inputs.args, inputs.kwargs)
-    shadow = Shadow(model, inputs)
+    shadow = Shadow(model, inputs, shapes)
     groups, _ = runnable_groups(shadow, selectable_groups(graph, method))
     if not groups:
         kinds = sorted({g.kind for g in graph.prunable})
@@ -125,7 +125,7 @@ def _prune(model: nn.Module, method: Structured | Unstructured, inputs: Inputs) 
     predicted = None
     with atomic(model):
         if isinstance(method, Structured):
-            plan, groups, predicted = _prune_structured(model, method, inputs)
+            plan, groups, predicted = _prune_structured(model, method, inputs, shapes)
             apply_cuts(model, plan)
             sync_attention(model)
         else:

@@ -33,31 +33,51 @@ def selectable_groups(graph: CouplingGraph, method: Structured) -> list[Group]:
 
 class Shadow:
     """Copies of a model to try plans on: shape-only (meta device) when its forward runs there,
-    else real deep copies (e.g. Hugging Face mask code that reads tensor values). Decided once."""
+    else real deep copies (e.g. Hugging Face mask code that reads tensor values).
 
-    def __init__(self, model: nn.Module, inputs: Inputs) -> None:
-        self.model, self.inputs = model, inputs
+    ``shapes`` are the dense model's output shapes; whether meta works is learnt on first failure.
+    """
+
+    def __init__(self, model: nn.Module, inputs: Inputs, shapes: list) -> None:
+        self.model, self.inputs, self.shapes = model, inputs, shapes
+        self.meta = True
+
+    def _copy(self) -> tuple[nn.Module, Inputs]:
+        if self.meta:
+            return meta_copy(self.model), self.inputs.to_meta()
+        return copy.deepcopy(self.model), self.inputs
+
+    def _meta_unusable(self) -> bool:
+        """After a failure on meta: does the *unpruned* model fail there too? Then use real copies."""
         try:
-            self.shapes = inputs.to_meta().output_shapes(meta_copy(model))
-            self.meta = True
+            self.inputs.to_meta().output_shapes(meta_copy(self.model))
+            return False
         except Exception:  # data-dependent code cannot run on meta tensors
             self.meta = False
-            self.shapes = inputs.output_shapes(model)
+            return True
 
-    def run(self, plan: Plan, shapes: bool = False) -> tuple[int, int] | bool:
-        """Apply ``plan`` to a copy: its (params, MACs), or with ``shapes=True`` whether it still runs
-        with the same output shapes."""
-        shadow, inputs = (meta_copy(self.model), self.inputs.to_meta()) if self.meta else \
-            (copy.deepcopy(self.model), self.inputs)
-        if not shapes:
-            apply_cuts(shadow, plan)
-            sync_attention(shadow)
+    def run(self, plan: Plan) -> tuple[int, int]:
+        """(params, MACs) after ``plan``, measured on a copy."""
+        shadow, inputs = self._copy()
+        apply_cuts(shadow, plan)
+        sync_attention(shadow)
+        try:
             return count_params(shadow), count_macs(shadow, inputs)
+        except Exception:
+            if self.meta and self._meta_unusable():
+                return self.run(plan)
+            raise
+
+    def runs(self, plan: Plan) -> bool:
+        """Does the model still run, with the same output shapes, after ``plan``?"""
+        shadow, inputs = self._copy()
         try:
             apply_cuts(shadow, plan)
             sync_attention(shadow)
             return inputs.output_shapes(shadow) == self.shapes
         except Exception:  # any failure means the module code cannot follow this plan
+            if self.meta and self._meta_unusable():
+                return self.runs(plan)
             return False
 
 
@@ -65,9 +85,9 @@ def runnable_groups(shadow: Shadow, groups: list[Group]) -> tuple[list[Group], d
     """Keep the groups the model's own code can follow (exported graphs hide hard-coded sizes such as
     ``x.view(-1, 512)``): each group loses one channel on a copy. One forward pass when all is well."""
     shrink = lambda gs: plan_from_drops(gs, {g.id: [0] for g in gs})  # noqa: E731
-    if shadow.run(shrink(groups), shapes=True):
+    if shadow.runs(shrink(groups)):
         return groups, {}
-    ok = [g for g in groups if shadow.run(shrink([g]), shapes=True)]
+    ok = [g for g in groups if shadow.runs(shrink([g]))]
     reason = "the model's code hard-codes this size (a forward pass failed when it shrank)"
     return ok, {g.id: reason for g in groups if g not in ok}
 
