@@ -165,3 +165,26 @@ def test_digits_cnn_half_macs(trained_cnn, data):
     result = sc.prune(trained_cnn, sc.Structured(target=0.5, round_to=8), example_inputs=data.example)
     assert result.macs_after / result.macs_before <= 0.5
     assert trained_cnn(data.test.x).shape == (len(data.test.x), 10)
+
+
+def test_blocks_unit_removes_least_influential_blocks_and_reloads(tmp_path):
+    from secateur.zoo.hf import llama
+
+    ids = {"input_ids": torch.randint(0, 100, (2, 8))}
+    model = llama().eval()
+    model.model.layers[1].mlp.down_proj.weight.data.zero_()  # layer 1 now adds only its attention
+    model.model.layers[1].self_attn.o_proj.weight.data.zero_()  # ... and nothing at all: influence 0
+    result = sc.prune(model, sc.Structured(sparsity=0.5, units=("blocks", "channels")), example_inputs=ids)
+    assert result.groups[0] == "model.layers.1" and len(model.model.layers) == 1
+    assert model.config.num_hidden_layers == 1 and model.model.layers[0].self_attn.layer_idx == 0
+    assert model.model.layers[0].mlp.up_proj.out_features == 64
+    sc.save(model, tmp_path)
+    loaded = sc.load(tmp_path, base=llama).eval()
+    assert torch.equal(loaded(**ids).logits, model(**ids).logits)
+
+
+def test_blocks_need_sparsity_and_a_stack():
+    with pytest.raises(sc.PruningError, match="sparsity="):
+        sc.prune(Residual(), sc.Structured(target=0.5, units=("blocks",)), example_inputs=X)
+    with pytest.raises(sc.PruningError, match="stacks of identical blocks"):
+        sc.prune(Residual(), sc.Structured(sparsity=0.5, units=("blocks",)), example_inputs=X)

@@ -17,6 +17,7 @@ from torch import nn
 
 from . import __version__
 from .adapters import sync_attention, update_config
+from .depth import remove_blocks
 from .errors import ModelFileError
 from .masks import apply_mask, masked_modules
 from .plan import Plan, per_group, sync_module_attributes, tensor_owners
@@ -65,7 +66,7 @@ def save(model: nn.Module, directory: str | os.PathLike, plan: Plan | None = Non
         "tensors": {k: list(v.shape) for k, v in tensors.items()}, "tied": tied, "masked": masked,
         "plan": plan.to_dict() if plan else None, "metadata": metadata or {},
         "hf_config_complete": not unexpressed if hasattr(getattr(model, "config", None), "to_dict") else None,
-        "hf_config_unexpressed": unexpressed,
+        "hf_config_unexpressed": unexpressed, "removed_blocks": getattr(model, "secateur_blocks", []),
     }
     # "pt" lets Hugging Face's from_pretrained read the same file; the manifest carries our format.
     _write_atomic(directory / WEIGHTS, lambda p: save_file(tensors, str(p), metadata={"format": "pt"}))
@@ -120,6 +121,10 @@ def load(directory: str | os.PathLike, base: nn.Module | Callable[[], nn.Module]
 
         base = hf_factory(base)
     model = base if isinstance(base, nn.Module) else base()
+    for blocks in manifest.get("removed_blocks", []):
+        remove_blocks(model, blocks)
+    if manifest.get("removed_blocks"):
+        model.secateur_blocks = list(manifest["removed_blocks"])
     owners = tensor_owners(model)
     for name, t in tensors.items():
         _resize_to(model, owners, name, list(t.shape), t.dtype)

@@ -9,7 +9,7 @@ from .criteria import check_criterion
 from .errors import InvalidSparsityError
 
 Scope = Literal["layer", "global"]
-UNITS = ("channels", "heads", "hidden", "groups")
+UNITS = ("channels", "heads", "hidden", "groups", "blocks")
 
 
 def _check_fraction(name: str, value: float, *, low_open: bool, high_open: bool) -> None:
@@ -80,7 +80,8 @@ class Structured:
     output channels stay (their inputs may still shrink when the layer before them is pruned).
     ``units`` restricts what is removed: ``"channels"`` (conv channels, neurons, FFN width),
     ``"heads"`` (attention heads; key-value groups under GQA), ``"hidden"`` (the residual stream of a
-    transformer) and ``"groups"`` (channel groups of grouped convs and GroupNorm); None means all.
+    transformer), ``"groups"`` (channel groups of grouped convs and GroupNorm) and ``"blocks"`` (whole
+    residual blocks, by block influence); None means every unit but blocks, which are opt-in.
 
     >>> Structured(target=0.5).target
     Macs(fraction=0.5)

@@ -15,10 +15,12 @@ from torch import nn
 
 @dataclass
 class Plan:
-    """``cuts[tensor][dim]`` lists indices removed (original coordinates); ``masks[tensor]`` a sparsity."""
+    """``cuts[tensor][dim]`` lists indices removed (original coordinates); ``masks[tensor]`` a sparsity;
+    ``blocks`` names whole blocks removed (numbered as before removal; cuts name tensors after it)."""
 
     cuts: dict[str, dict[int, list[int]]] = field(default_factory=dict)
     masks: dict[str, float] = field(default_factory=dict)
+    blocks: list[str] = field(default_factory=list)
 
     def add_cut(self, tensor: str, dim: int, indices: list[int]) -> None:
         """Record that ``indices`` leave dimension ``dim`` of ``tensor`` (merged with earlier cuts)."""
@@ -26,16 +28,16 @@ class Plan:
         dims[dim] = sorted(set(dims.get(dim, [])) | set(indices))
 
     def is_empty(self) -> bool:
-        return not any(i for dims in self.cuts.values() for i in dims.values()) and not self.masks
+        return not any(i for dims in self.cuts.values() for i in dims.values()) and not self.masks and not self.blocks
 
     def to_dict(self) -> dict:
         cuts = {t: {str(d): i for d, i in dims.items() if i} for t, dims in self.cuts.items()}
-        return {"cuts": {t: d for t, d in cuts.items() if d}, "masks": dict(self.masks)}
+        return {"cuts": {t: d for t, d in cuts.items() if d}, "masks": dict(self.masks), "blocks": list(self.blocks)}
 
     @classmethod
     def from_dict(cls, data: dict) -> Plan:
         cuts = {t: {int(d): list(i) for d, i in dims.items()} for t, dims in data.get("cuts", {}).items()}
-        return cls(cuts=cuts, masks=dict(data.get("masks", {})))
+        return cls(cuts=cuts, masks=dict(data.get("masks", {})), blocks=list(data.get("blocks", [])))
 
 
 def _owner(model: nn.Module, tensor: str) -> tuple[nn.Module, str]:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 from torch import nn
 
 from .adapters import sync_attention, update_config
 from .counting import count_nonzero_params, count_params, macs_and_shapes
+from .depth import block_stacks, choose_blocks, remove_blocks
 from .errors import PruningError
 from .graph import capture
 from .inputs import Inputs, as_inputs
@@ -54,6 +55,34 @@ def _prune_structured(model: nn.Module, method: Structured, inputs: Inputs, shap
                       ) -> tuple[Plan, list[str], tuple[int, int]]:
     if not inputs:
         raise PruningError("Structured pruning needs example_inputs=... to trace the model's couplings")
+    blocks = _prune_blocks(model, method, inputs)
+    if blocks and set(method.units) == {"blocks"}:
+        return Plan(blocks=blocks), blocks, Shadow(model, inputs, shapes).run(Plan())
+    if blocks:
+        method = replace(method, units=tuple(u for u in method.units if u != "blocks"))
+    plan, groups, predicted = _prune_width(model, method, inputs, shapes)
+    plan.blocks = blocks
+    return plan, blocks + groups, predicted
+
+
+def _prune_blocks(model: nn.Module, method: Structured, inputs: Inputs) -> list[str]:
+    """Remove whole blocks first when ``units`` asks for them (width pruning then sees the shorter model)."""
+    if not method.units or "blocks" not in method.units:
+        return []
+    if method.sparsity is None:
+        raise PruningError("blocks are removed with sparsity= (a fraction of each stack), not with target=")
+    if not block_stacks(model):
+        raise PruningError("units=('blocks',) needs stacks of identical blocks (an nn.ModuleList); none found")
+    blocks = choose_blocks(model, inputs, method.sparsity)
+    if not blocks:
+        raise PruningError(f"sparsity={method.sparsity} removes no block: the deepest stack has "
+                           f"{max(len(s) for s in block_stacks(model).values())} blocks")
+    remove_blocks(model, blocks)
+    return blocks
+
+
+def _prune_width(model: nn.Module, method: Structured, inputs: Inputs, shapes: list
+                 ) -> tuple[Plan, list[str], tuple[int, int]]:
     graph = capture(model, inputs.args, inputs.kwargs)
     shadow = Shadow(model, inputs, shapes)
     groups, _ = runnable_groups(shadow, selectable_groups(graph, method))
@@ -133,6 +162,8 @@ def _prune(model: nn.Module, method: Structured | Unstructured, inputs: Inputs) 
         macs_after = _forward_after(model, inputs, shapes) if inputs else None
         if isinstance(method, Structured):
             update_config(model)
+    if plan.blocks:  # load() replays removals in order, so keep them with the model
+        model.__dict__.setdefault("secateur_blocks", []).append(plan.blocks)
     return PruneResult(
         method=method, plan=plan, params_before=before[0], params_after=count_params(model),
         nonzero_before=before[1], nonzero_after=count_nonzero_params(model), macs_before=before[2],

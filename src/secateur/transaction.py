@@ -40,11 +40,16 @@ def atomic(model: nn.Module) -> Iterator[None]:
     (1, 2)
     """
     snapshots = [_snapshot(m) for m in model.modules()]
+    configs = {id(c): (c, dict(c.__dict__)) for m in model.modules()
+               if hasattr(c := getattr(m, "config", None), "to_dict")}  # Hugging Face configs
     try:
         yield
     except BaseException:
         for snap in snapshots:
             _restore(snap)
+        for config, state in configs.values():
+            config.__dict__.clear()
+            config.__dict__.update(state)
         raise
 
 
