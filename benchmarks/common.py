@@ -43,7 +43,7 @@ def torch_pruning(model: nn.Module, inputs: Inputs, ratio: float, heads_only: bo
         heads = {}
         for m in model.modules():
             if hasattr(m, "num_attention_heads") and hasattr(m, "query"):
-                heads.update({m.query: m.num_attention_heads, m.key: m.num_attention_heads, m.value: m.num_attention_heads})
+                heads.update(dict.fromkeys((m.query, m.key, m.value), m.num_attention_heads))
         kwargs = {"num_heads": heads, "prune_num_heads": True, "prune_head_dims": False, "head_pruning_ratio": ratio}
         ratio = 0.0
     first = lambda out: out[0] if isinstance(out, tuple | list) or hasattr(out, "to_tuple") else out  # noqa: E731

