@@ -20,7 +20,7 @@ from .evaluate import accuracy
 from .finetune import FinetuneResult, finetune
 from .graph import register_rule
 from .io import load, save
-from .methods import Macs, Params, Structured, Unstructured
+from .methods import Macs, Params, SemiStructured, Structured, Unstructured
 from .onnx_export import OnnxModel, export_onnx
 from .plan import Plan
 from .profile import Profile, profile
@@ -29,7 +29,8 @@ from .quant import quantize
 
 __all__ = [
     "FinetuneResult", "GraphCaptureError", "InvalidSparsityError", "Macs", "ModelFileError", "OnnxModel",
-    "Params", "Plan", "Profile", "PruneResult", "PruningError", "RecipeError", "SecateurError", "Structured",
+    "Params", "Plan", "Profile", "PruneResult", "PruningError", "RecipeError", "SecateurError", "SemiStructured",
+    "Structured",
     "UnknownCriterionError", "Unstructured", "__version__", "accuracy", "export_onnx", "finetune", "load",
     "profile", "prune", "quantize", "register_rule", "save",
 ]

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .criteria import check_criterion
-from .errors import InvalidSparsityError
+from .criteria import UNITS_ONLY, check_criterion
+from .errors import InvalidSparsityError, UnknownCriterionError
 
 Scope = Literal["layer", "global"]
 UNITS = ("channels", "heads", "hidden", "groups", "blocks")
@@ -67,7 +67,38 @@ class Unstructured:
     def __post_init__(self) -> None:
         _check_fraction("sparsity", self.sparsity, low_open=False, high_open=True)
         _check_scope(self.scope)
-        check_criterion(self.criterion)
+        _check_weight_criterion(self.criterion)
+
+
+@dataclass(frozen=True)
+class SemiStructured:
+    """Semi-structured N:M sparsity: in every run of ``m`` consecutive weights along a layer's input
+    dimension, keep the ``n`` most salient (2:4 is what sparse tensor cores accelerate).
+
+    >>> SemiStructured(2, 4).m
+    4
+    """
+
+    n: int = 2
+    m: int = 4
+    criterion: str = "magnitude"
+    ignore: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.n, int) and isinstance(self.m, int) and 0 < self.n < self.m):
+            raise InvalidSparsityError(f"N:M needs integers 0 < n < m, got {self.n}:{self.m}; e.g. 2:4 or 4:8")
+        _check_weight_criterion(self.criterion)
+
+    @property
+    def sparsity(self) -> float:
+        return 1 - self.n / self.m
+
+
+def _check_weight_criterion(name: str) -> None:
+    check_criterion(name)
+    if name in UNITS_ONLY:
+        raise UnknownCriterionError(f"criterion {name!r} scores whole channels; use it with Structured, or pick "
+                                    "a weight criterion (magnitude, lamp, taylor, hessian, activation, random)")
 
 
 @dataclass(frozen=True)

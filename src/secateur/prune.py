@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .adapters import sync_attention, update_config
@@ -14,11 +16,12 @@ from .errors import PruningError
 from .graph import capture
 from .inputs import Inputs, as_inputs
 from .masks import apply_mask
-from .methods import Structured, Unstructured
+from .methods import SemiStructured, Structured, Unstructured
 from .plan import Plan, apply_cuts
+from .statistics import Stats, collect_statistics
 from .structured import Shadow, group_scores, plan_for_sparsity, plan_for_target, runnable_groups, selectable_groups
 from .transaction import atomic, eval_mode
-from .unstructured import unstructured_masks
+from .unstructured import semistructured_masks, unstructured_masks
 
 
 @dataclass
@@ -29,7 +32,7 @@ class PruneResult:
     the real surgery; after a structured prune they equal ``params_after`` / ``macs_after``.
     """
 
-    method: Structured | Unstructured
+    method: Structured | Unstructured | SemiStructured
     plan: Plan
     params_before: int
     params_after: int
@@ -51,7 +54,7 @@ class PruneResult:
                 f"non-zero {self.nonzero_before:,} -> {self.nonzero_after:,}{macs}")
 
 
-def _prune_structured(model: nn.Module, method: Structured, inputs: Inputs, shapes: list
+def _prune_structured(model: nn.Module, method: Structured, inputs: Inputs, shapes: list, stats: Stats
                       ) -> tuple[Plan, list[str], tuple[int, int]]:
     if not inputs:
         raise PruningError("Structured pruning needs example_inputs=... to trace the model's couplings")
@@ -60,7 +63,7 @@ def _prune_structured(model: nn.Module, method: Structured, inputs: Inputs, shap
         return Plan(blocks=blocks), blocks, Shadow(model, inputs, shapes).run(Plan())
     if blocks:
         method = replace(method, units=tuple(u for u in method.units if u != "blocks"))
-    plan, groups, predicted = _prune_width(model, method, inputs, shapes)
+    plan, groups, predicted = _prune_width(model, method, inputs, shapes, stats)
     plan.blocks = blocks
     return plan, blocks + groups, predicted
 
@@ -81,7 +84,7 @@ def _prune_blocks(model: nn.Module, method: Structured, inputs: Inputs) -> list[
     return blocks
 
 
-def _prune_width(model: nn.Module, method: Structured, inputs: Inputs, shapes: list
+def _prune_width(model: nn.Module, method: Structured, inputs: Inputs, shapes: list, stats: Stats
                  ) -> tuple[Plan, list[str], tuple[int, int]]:
     graph = capture(model, inputs.args, inputs.kwargs)
     shadow = Shadow(model, inputs, shapes)
@@ -90,7 +93,7 @@ def _prune_width(model: nn.Module, method: Structured, inputs: Inputs, shapes: l
         kinds = sorted({g.kind for g in graph.prunable})
         raise PruningError(f"no prunable groups for units={method.units} (this model has: {kinds or 'none'}); "
                            "run secateur.analyze(model, example_inputs) to see what blocks the others")
-    scores = {g.id: group_scores(model, g, method.criterion) for g in groups}
+    scores = {g.id: group_scores(model, g, method.criterion, stats) for g in groups}
     if method.sparsity is not None:
         plan = plan_for_sparsity(groups, scores, method, method.sparsity)
         if plan.is_empty() and method.sparsity > 0:
@@ -115,25 +118,32 @@ def _forward_after(model: nn.Module, inputs: Inputs, shapes: list) -> int:
     return macs
 
 
-def _prune_unstructured(model: nn.Module, method: Unstructured) -> Plan:
-    masks = unstructured_masks(model, method)
+def _prune_masks(model: nn.Module, method: Unstructured | SemiStructured, stats: Stats) -> tuple[Plan, list[str]]:
+    """Unstructured or N:M masks; layers N:M cannot cover are listed (never skipped silently)."""
+    if isinstance(method, SemiStructured):
+        masks, skipped = semistructured_masks(model, method, stats)
+    else:
+        masks, skipped = unstructured_masks(model, method, stats), {}
     if not masks:
-        raise PruningError("no Conv or Linear layers to prune (check ignore= patterns)")
+        raise PruningError(f"no Conv or Linear layers to prune (check ignore= patterns); skipped: {skipped}")
     plan = Plan()
     for name, mask in masks.items():
-        module = model.get_submodule(name)
-        apply_mask(module, mask)
+        apply_mask(model.get_submodule(name), mask)
         plan.masks[f"{name}.weight"] = 1.0 - float(mask.float().mean())
-    return plan
+    return plan, [f"{name}: skipped, {why}" for name, why in skipped.items()]
 
 
 def prune(
     model: nn.Module,
-    method: Structured | Unstructured,
+    method: Structured | Unstructured | SemiStructured,
     example_inputs: torch.Tensor | tuple | dict | None = None,
-    calibration: object = None,
+    calibration: Iterable | None = None,
+    loss_fn: Callable = F.cross_entropy,
 ) -> PruneResult:
     """Prune ``model`` in place as ``method`` says; on any failure the model is left exactly as it was.
+
+    ``calibration`` (batches of inputs, or ``(inputs, targets)`` for gradient criteria scored with
+    ``loss_fn``) is needed by the data-driven criteria: ``taylor``, ``hessian``, ``activation``.
 
     >>> import secateur as sc
     >>> net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
@@ -141,24 +151,27 @@ def prune(
     90
     """
     inputs = as_inputs(example_inputs)
-    if not isinstance(method, Structured | Unstructured):
-        raise TypeError(f"method must be secateur.Structured or secateur.Unstructured, not {type(method).__name__}")
+    if not isinstance(method, Structured | Unstructured | SemiStructured):
+        raise TypeError(f"method must be secateur.Structured, Unstructured or SemiStructured, not "
+                        f"{type(method).__name__}")
+    stats = collect_statistics(model, method.criterion, calibration, loss_fn)
     with eval_mode(model):
-        return _prune(model, method, inputs)
+        return _prune(model, method, inputs, stats)
 
 
-def _prune(model: nn.Module, method: Structured | Unstructured, inputs: Inputs) -> PruneResult:
+def _prune(model: nn.Module, method: Structured | Unstructured | SemiStructured, inputs: Inputs,
+           stats: Stats) -> PruneResult:
     macs, shapes = macs_and_shapes(model, inputs) if inputs else (None, None)
     before = (count_params(model), count_nonzero_params(model), macs)
     groups: list[str] = []
     predicted = None
     with atomic(model):
         if isinstance(method, Structured):
-            plan, groups, predicted = _prune_structured(model, method, inputs, shapes)
+            plan, groups, predicted = _prune_structured(model, method, inputs, shapes, stats)
             apply_cuts(model, plan)
             sync_attention(model)
         else:
-            plan = _prune_unstructured(model, method)
+            plan, groups = _prune_masks(model, method, stats)
         macs_after = _forward_after(model, inputs, shapes) if inputs else None
         if isinstance(method, Structured):
             update_config(model)

@@ -11,12 +11,13 @@ from torch import nn
 
 from .adapters import sync_attention
 from .counting import count_macs, count_params, meta_copy
-from .criteria import channel_scores
+from .criteria import fpgm, lamp, weight_saliency
 from .errors import PruningError
 from .graph import CouplingGraph, Group
 from .inputs import Inputs
 from .methods import Macs, Params, Structured
 from .plan import Plan, apply_cuts
+from .statistics import Stats
 
 
 def _ignored(group: Group, patterns: tuple[str, ...]) -> bool:
@@ -92,16 +93,35 @@ def runnable_groups(shadow: Shadow, groups: list[Group]) -> tuple[list[Group], d
     return ok, {g.id: reason for g in groups if g not in ok}
 
 
-def group_scores(model: nn.Module, group: Group, criterion: str) -> torch.Tensor:
-    """One importance score per channel of ``group``, over every weight tensor it appears in."""
-    tensors = dict(model.named_parameters(remove_duplicate=False))
-    slices = []
-    for m in group.members:
-        if m.tensor in tensors:
-            t = tensors[m.tensor].detach().movedim(m.dim, 0)
-            block = t[m.offset : m.offset + group.size * m.factor]
-            slices.append(block.reshape(group.size, -1))
-    return channel_scores(slices, criterion)
+def _slices(tensor: torch.Tensor, member, size: int) -> torch.Tensor:
+    """The member's positions of every unit of the group, as a ``(size, -1)`` matrix."""
+    idx = torch.tensor(member.indices(list(range(size))), device=tensor.device)
+    block = tensor.movedim(member.dim, 0).index_select(0, idx)
+    return block.reshape(member.repeat, size, -1).transpose(0, 1).reshape(size, -1)
+
+
+def group_scores(model: nn.Module, group: Group, criterion: str, stats: Stats | None = None) -> torch.Tensor:
+    """One importance score per unit of ``group``, from every weight tensor it appears in."""
+    params = dict(model.named_parameters(remove_duplicate=False))
+    members = [m for m in group.members if m.tensor in params]
+    if criterion == "random":
+        return torch.rand(group.size)
+    if criterion == "fpgm":
+        rows = [_slices(params[m.tensor].detach().float(), m, group.size) for m in members if m.role == "out"]
+        return fpgm(torch.cat(rows, 1))
+    if criterion == "bn_scale":
+        mods = dict(model.named_modules())
+        gammas = [m for m in members if m.tensor.endswith(".weight") and
+                  isinstance(mods.get(m.tensor.rpartition(".")[0]), nn.modules.batchnorm._NormBase)]
+        if gammas:
+            return sum(_slices(params[m.tensor].detach().float().abs(), m, group.size).sum(1) for m in gammas)
+        criterion = "l2"  # no BatchNorm in this group: fall back to the weights' L2 norm
+    base = "l2" if criterion == "lamp" else criterion
+    total = sum(_slices(weight_saliency(params[m.tensor], base, (stats or {}).get(m.tensor)), m, group.size).sum(1)
+                for m in members)
+    if criterion in ("magnitude", "l2"):
+        return total.sqrt()
+    return lamp(total) if criterion == "lamp" else total
 
 
 def keep_count(size: int, sparsity: float, round_to: int) -> int:

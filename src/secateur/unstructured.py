@@ -1,4 +1,4 @@
-"""Unstructured pruning: zero individual Conv/Linear weights through masks."""
+"""Weight masks: unstructured (layer-wise or global) and semi-structured N:M."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import fnmatch
 import torch
 from torch import nn
 
-from .criteria import weight_scores
-from .methods import Unstructured
+from .criteria import lamp, weight_saliency
+from .methods import SemiStructured, Unstructured
+from .statistics import Stats
 
 PRUNABLE_TYPES = (nn.Linear, nn.modules.conv._ConvNd)
 
@@ -19,16 +20,23 @@ def prunable_layers(model: nn.Module, ignore: tuple[str, ...] = ()) -> dict[str,
             if isinstance(m, PRUNABLE_TYPES) and not any(fnmatch.fnmatch(n, p) for p in ignore)}
 
 
+def _saliency(model: nn.Module, method: Unstructured | SemiStructured, stats: Stats) -> dict[str, torch.Tensor]:
+    out = {}
+    for name, m in prunable_layers(model, method.ignore).items():
+        s = weight_saliency(m.weight, method.criterion, stats.get(f"{name}.weight" if name else "weight"))
+        out[name] = lamp(s) if method.criterion == "lamp" else s
+    return out
+
+
 def _keep_top(scores: torch.Tensor, n_keep: int) -> torch.Tensor:
     mask = torch.zeros(scores.numel(), dtype=torch.bool)
     mask[torch.topk(scores.flatten(), n_keep, sorted=False).indices] = True
     return mask.view_as(scores)
 
 
-def unstructured_masks(model: nn.Module, method: Unstructured) -> dict[str, torch.Tensor]:
+def unstructured_masks(model: nn.Module, method: Unstructured, stats: Stats | None = None) -> dict[str, torch.Tensor]:
     """Keep-masks per layer name; already-zero (masked) weights score lowest and go first."""
-    layers = prunable_layers(model, method.ignore)
-    scores = {n: weight_scores(m.weight, method.criterion) for n, m in layers.items()}
+    scores = _saliency(model, method, stats or {})
     if method.scope == "layer":
         return {n: _keep_top(s, s.numel() - int(method.sparsity * s.numel())) for n, s in scores.items()}
     flat = torch.cat([s.flatten() for s in scores.values()])
@@ -38,3 +46,30 @@ def unstructured_masks(model: nn.Module, method: Unstructured) -> dict[str, torc
         out[n] = keep[start : start + s.numel()].view_as(s)
         start += s.numel()
     return out
+
+
+def nm_mask(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
+    """Keep the ``n`` highest of every ``m`` consecutive scores along the input dimension (dim 1: a
+    Linear's input features, a Conv's input channels at each kernel position).
+
+    >>> nm_mask(torch.tensor([[4.0, 1.0, 3.0, 2.0]]), 2, 4).tolist()
+    [[True, False, True, False]]
+    """
+    last = scores.movedim(1, -1)
+    groups = last.reshape(*last.shape[:-1], -1, m)
+    keep = torch.zeros_like(groups, dtype=torch.bool)
+    keep.scatter_(-1, torch.topk(groups, n, dim=-1).indices, True)
+    return keep.reshape(last.shape).movedim(-1, 1)
+
+
+def semistructured_masks(model: nn.Module, method: SemiStructured, stats: Stats | None = None
+                         ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """N:M keep-masks, and the layers skipped because their input width is not a multiple of ``m``."""
+    masks, skipped = {}, {}
+    for name, s in _saliency(model, method, stats or {}).items():
+        width = s.shape[1]
+        if width % method.m:
+            skipped[name] = f"input size {width} is not a multiple of {method.m}"
+        else:
+            masks[name] = nm_mask(s, method.n, method.m)
+    return masks, skipped

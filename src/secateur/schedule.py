@@ -1,0 +1,110 @@
+"""Pruning schedules: one-shot, iterative rounds, and gradual pruning with the cubic schedule of
+Zhu & Gupta (2017), interleaved with training."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from .masks import apply_mask
+from .methods import SemiStructured, Structured, Unstructured
+from .statistics import tensor_name
+from .unstructured import unstructured_masks
+
+if TYPE_CHECKING:
+    from .prune import PruneResult
+
+
+def cubic_sparsity(step: int, final: float, start: int, end: int, initial: float = 0.0) -> float:
+    """Zhu & Gupta's schedule: ``s_t = s_f + (s_i - s_f) * (1 - (t - t0) / (t1 - t0)) ** 3``, flat outside.
+
+    >>> cubic_sparsity(0, 0.9, 0, 100), cubic_sparsity(50, 0.9, 0, 100), cubic_sparsity(100, 0.9, 0, 100)
+    (0.0, 0.7875, 0.9)
+    """
+    if end <= start:
+        raise ValueError(f"end={end} must come after start={start}")
+    t = min(max(step, start), end)
+    return final + (initial - final) * (1 - (t - start) / (end - start)) ** 3
+
+
+def iterative_sparsities(final: float, rounds: int) -> list[float]:
+    """Sparsity after each of ``rounds`` prune/fine-tune rounds, removing the same fraction of what is left
+    each time (the kept fraction falls geometrically).
+
+    >>> [round(s, 3) for s in iterative_sparsities(0.75, 2)]
+    [0.5, 0.75]
+    """
+    if rounds < 1:
+        raise ValueError(f"rounds={rounds} must be at least 1")
+    return [1 - (1 - final) ** (r / rounds) for r in range(1, rounds + 1)]
+
+
+@dataclass
+class GradualPruning:
+    """Raise unstructured sparsity along the cubic schedule while training: call ``step(global_step)``
+    after every optimizer step (``finetune(..., pruning=...)`` does). Masks only grow, so weights
+    pruned earlier stay pruned; the final sparsity is reached exactly at ``end``.
+
+    ``rewind`` keeps a copy of the weights at ``start`` and resets the surviving ones to it after the
+    last pruning step (lottery-ticket rewinding, Frankle et al. 2020).
+    """
+
+    method: Unstructured
+    start: int
+    end: int
+    every: int = 10
+    rewind: bool = False
+    history: list[tuple[int, float]] = field(default_factory=list)
+    _rewind_state: dict[str, torch.Tensor] | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.method, SemiStructured):
+            raise ValueError("N:M patterns are reached in one step; use Unstructured for gradual schedules")
+        cubic_sparsity(self.start, self.method.sparsity, self.start, self.end)  # validates start < end
+
+    def due(self, step: int) -> bool:
+        return self.start <= step <= self.end and ((step - self.start) % self.every == 0 or step == self.end)
+
+    def step(self, model: nn.Module, step: int) -> None:
+        if self.rewind and self._rewind_state is None and step >= self.start:
+            self._rewind_state = {tensor_name(n): p.detach().clone() for n, p in model.named_parameters()}
+        if not self.due(step):
+            return
+        sparsity = cubic_sparsity(step, self.method.sparsity, self.start, self.end)
+        with torch.no_grad():
+            for name, mask in unstructured_masks(model, replace(self.method, sparsity=sparsity)).items():
+                apply_mask(model.get_submodule(name), mask)
+            self.history.append((step, sparsity))
+            if step == self.end and self._rewind_state is not None:  # masked weights stay zero: mask * original
+                for n, p in model.named_parameters():
+                    p.copy_(self._rewind_state[tensor_name(n)])
+
+
+def iterative_prune(model: nn.Module, method: Unstructured | Structured, rounds: int,
+                    recover: Callable[[nn.Module], object], **prune_kwargs) -> list[PruneResult]:
+    """Prune in ``rounds`` steps to ``method``'s sparsity (or target), calling ``recover(model)`` (your
+    fine-tuning) after each. The kept fraction falls geometrically, by the same factor each round.
+    """
+    from .prune import prune
+
+    results = []
+    for sparsity in iterative_sparsities(method.sparsity if method.sparsity is not None else 0.0, rounds):
+        if isinstance(method, Unstructured):
+            step = replace(method, sparsity=sparsity)
+        elif method.target is not None:
+            step = replace(method, target=type(method.target)(method.target.fraction ** (1 / rounds)))
+        else:
+            step = replace(method, sparsity=1 - (1 - method.sparsity) ** (1 / rounds))
+        results.append(prune(model, step, **prune_kwargs))
+        recover(model)
+    return results
+
+
+def steps_for(epochs: float, batches_per_epoch: int) -> int:
+    """Optimizer steps in ``epochs`` epochs (rounded up)."""
+    return math.ceil(epochs * batches_per_epoch)
