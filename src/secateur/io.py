@@ -7,16 +7,19 @@ tensor whose saved shape differs, fixing the size attributes of its module, then
 from __future__ import annotations
 
 import json
+import lzma
 import os
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as tensors_from_bytes
+from safetensors.torch import save as tensors_to_bytes
 from torch import nn
 
 from . import __version__
 from .adapters import sync_attention, update_config
+from .compress import Mode, decode, encode
 from .depth import remove_blocks
 from .errors import ModelFileError
 from .masks import apply_mask, masked_modules
@@ -51,8 +54,12 @@ def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
 
 
 def save(model: nn.Module, directory: str | os.PathLike, plan: Plan | None = None,
-         metadata: dict | None = None) -> Path:
+         metadata: dict | None = None, compress: Mode | None = None, entropy: bool = False) -> Path:
     """Write ``model`` to ``directory`` as ``model.safetensors`` + ``manifest.json``.
+
+    ``compress="bitmask"`` stores sparse weights as a bitmask and their non-zero values (exact);
+    ``compress="int8"`` also quantizes every weight to int8 with one scale per output row; ``entropy``
+    LZMA-codes the weights file (``model.safetensors.xz``). ``load`` reads all of them.
 
     >>> save(nn.Linear(2, 2), "/tmp/secateur-doc").name
     'secateur-doc'
@@ -60,6 +67,13 @@ def save(model: nn.Module, directory: str | os.PathLike, plan: Plan | None = Non
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors, tied, masked = _plain_state(model)
+    encoding = {}
+    if compress is not None:
+        stored = {}
+        for name, t in tensors.items():
+            parts, encoding[name] = encode(name, t, compress)
+            stored.update(parts)
+        tensors = stored
     unexpressed = update_config(model)
     manifest = {
         "format": FORMAT, "secateur_version": __version__, "model_class": type(model).__qualname__,
@@ -68,8 +82,14 @@ def save(model: nn.Module, directory: str | os.PathLike, plan: Plan | None = Non
         "hf_config_complete": not unexpressed if hasattr(getattr(model, "config", None), "to_dict") else None,
         "hf_config_unexpressed": unexpressed, "removed_blocks": getattr(model, "secateur_blocks", []),
     }
+    manifest["encoding"] = encoding
+    manifest["weights"] = WEIGHTS + (".xz" if entropy else "")
+    for stale in {WEIGHTS, WEIGHTS + ".xz"} - {manifest["weights"]}:
+        (directory / stale).unlink(missing_ok=True)
     # "pt" lets Hugging Face's from_pretrained read the same file; the manifest carries our format.
-    _write_atomic(directory / WEIGHTS, lambda p: save_file(tensors, str(p), metadata={"format": "pt"}))
+    payload = tensors_to_bytes(tensors, metadata={"format": "pt"})
+    _write_atomic(directory / manifest["weights"], lambda p: p.write_bytes(lzma.compress(payload) if entropy
+                                                                         else payload))
     config = getattr(model, "config", None)
     if hasattr(config, "save_pretrained"):
         config.save_pretrained(directory)
@@ -81,13 +101,26 @@ def read_manifest(directory: str | os.PathLike) -> dict:
     """The manifest of a saved model, with a clear error when the folder is not one."""
     directory = Path(directory)
     path = directory / MANIFEST
-    if not path.is_file() or not (directory / WEIGHTS).is_file():
+    if not path.is_file():
         raise ModelFileError(f"{directory} holds no saved model ({MANIFEST} and {WEIGHTS} are needed); "
                              "write one with secateur.save(model, directory)")
     manifest = json.loads(path.read_text())
     if manifest.get("format") != FORMAT:
         raise ModelFileError(f"{path} has format {manifest.get('format')!r}; this secateur reads {FORMAT!r}")
     return manifest
+
+
+def read_weights(directory: str | os.PathLike, manifest: dict) -> dict[str, torch.Tensor]:
+    """The saved tensors by name, decoded from whatever compression ``save`` used."""
+    path = Path(directory) / manifest.get("weights", WEIGHTS)
+    if not path.is_file():
+        raise ModelFileError(f"{path} is missing; the folder was not fully written by secateur.save")
+    raw = path.read_bytes()
+    stored = tensors_from_bytes(lzma.decompress(raw) if path.suffix == ".xz" else raw)
+    encoding = manifest.get("encoding") or {}
+    if not encoding:
+        return stored
+    return {name: decode(name, stored, meta) for name, meta in encoding.items()}
 
 
 def _resize_to(model: nn.Module, owners: dict, name: str, shape: list[int], dtype: torch.dtype) -> None:
@@ -115,7 +148,7 @@ def load(directory: str | os.PathLike, base: nn.Module | Callable[[], nn.Module]
     through further fine-tuning).
     """
     manifest = read_manifest(directory)
-    tensors = load_file(str(Path(directory) / WEIGHTS))
+    tensors = read_weights(directory, manifest)
     if isinstance(base, str | os.PathLike):
         from .resolve import hf_factory
 
