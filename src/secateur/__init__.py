@@ -20,17 +20,21 @@ from .evaluate import accuracy
 from .finetune import FinetuneResult, finetune
 from .graph import register_rule
 from .io import load, save
-from .methods import Macs, Params, SemiStructured, Structured, Unstructured
+from .methods import Latency, Macs, Params, SemiStructured, Structured, Unstructured
 from .onnx_export import OnnxModel, export_onnx
 from .plan import Plan
 from .profile import Profile, profile
 from .prune import PruneResult, prune
 from .quant import quantize
+from .schedule import GradualPruning, iterative_prune
+from .sensitivity import Sensitivity, allocate, sensitivity
+from .structured import group_key
 
 __all__ = [
-    "FinetuneResult", "GraphCaptureError", "InvalidSparsityError", "Macs", "ModelFileError", "OnnxModel",
+    "FinetuneResult", "GraphCaptureError", "InvalidSparsityError", "Latency", "Macs", "ModelFileError", "OnnxModel",
     "Params", "Plan", "Profile", "PruneResult", "PruningError", "RecipeError", "SecateurError", "SemiStructured",
     "Structured",
     "UnknownCriterionError", "Unstructured", "__version__", "accuracy", "export_onnx", "finetune", "load",
-    "profile", "prune", "quantize", "register_rule", "save",
+    "profile", "prune", "quantize", "register_rule", "save", "GradualPruning", "iterative_prune", "Sensitivity",
+    "allocate", "sensitivity", "group_key",
 ]

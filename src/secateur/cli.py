@@ -166,6 +166,36 @@ def profile(model: str = typer.Argument(..., help=MODEL_HELP),
 
 
 @app.command()
+def sensitivity(model: str = typer.Argument(..., help=MODEL_HELP),
+                out: Path = typer.Option(Path("runs/sensitivity"), help="Folder for the table, plot and JSON."),
+                ratios: str = typer.Option("0.25,0.5,0.75", help="Comma-separated ratios to try per group."),
+                units: str | None = typer.Option(None, help="Comma-separated units: channels,heads,hidden,groups."),
+                input_shape: str | None = typer.Option(None, help="For py: models, e.g. 1,3,32,32."),
+                weights: str | None = typer.Option(None, help="Weights for py: models (.safetensors).")) -> None:
+    """Quality against ratio for each prunable group, pruned alone (quality: output fidelity to the dense
+    model on its example inputs)."""
+
+    def work() -> None:
+        import json
+
+        from .resolve import resolve
+        from .sensitivity import sensitivity as run_sensitivity
+
+        r = resolve(model, weights, _shape(input_shape))
+        method = _method(0.0, None, None, units, "layer", 1, "magnitude")
+        result = run_sensitivity(r.model, method, example_inputs=r.example_inputs,
+                                 ratios=tuple(float(v) for v in ratios.split(",")))
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "sensitivity.md").write_text(result.to_markdown())
+        (out / "sensitivity.json").write_text(json.dumps(result.to_dict(), indent=1))
+        result.plot(out / "sensitivity.png")
+        typer.echo(result.to_markdown())
+        typer.echo(f"wrote {out}")
+
+    _guard(work)
+
+
+@app.command()
 def version() -> None:
     """Print secateur's version."""
     from . import __version__

@@ -45,9 +45,6 @@ class Params:
         _check_fraction("Params.fraction", self.fraction, low_open=True, high_open=False)
 
 
-Target = Macs | Params
-
-
 @dataclass(frozen=True)
 class Unstructured:
     """Zero individual weights of Conv/Linear layers (masks held through fine-tuning).
@@ -102,6 +99,22 @@ def _check_weight_criterion(name: str) -> None:
 
 
 @dataclass(frozen=True)
+class Latency:
+    """Target: an onnxruntime latency budget in milliseconds for ``batch_size`` copies of the example."""
+
+    ms: float
+    batch_size: int = 32
+    runs: int = 20
+
+    def __post_init__(self) -> None:
+        if self.ms <= 0:
+            raise InvalidSparsityError(f"Latency(ms={self.ms}) must be positive")
+
+
+Target = Macs | Params | Latency
+
+
+@dataclass(frozen=True)
 class Structured:
     """Physically remove channels/neurons, with every coupled layer, so the model really shrinks.
 
@@ -113,6 +126,8 @@ class Structured:
     ``"heads"`` (attention heads; key-value groups under GQA), ``"hidden"`` (the residual stream of a
     transformer), ``"groups"`` (channel groups of grouped convs and GroupNorm) and ``"blocks"`` (whole
     residual blocks, by block influence); None means every unit but blocks, which are opt-in.
+    ``ratios`` gives some groups their own sparsity, keyed by the layer whose outputs form the group
+    (see :func:`secateur.group_key`); ``secateur.allocate`` computes such ratios from sensitivity.
 
     >>> Structured(target=0.5).target
     Macs(fraction=0.5)
@@ -125,13 +140,18 @@ class Structured:
     round_to: int = 1
     ignore: tuple[str, ...] = field(default=())
     units: tuple[str, ...] | None = None
+    ratios: dict[str, float] | None = None
 
     def __post_init__(self) -> None:
+        for key, value in (self.ratios or {}).items():
+            _check_fraction(f"ratios[{key!r}]", value, low_open=False, high_open=True)
         if self.units is not None:
             bad = sorted(set(self.units) - set(UNITS))
             if bad:
                 raise ValueError(f"unknown units {bad}; choose from {', '.join(UNITS)}")
-        if (self.sparsity is None) == (self.target is None):
+        if self.target is not None and (self.sparsity is not None or self.ratios):
+            raise InvalidSparsityError("give sparsity= (and/or per-group ratios=) or a target=, not both")
+        if self.sparsity is None and self.target is None and not self.ratios:
             raise InvalidSparsityError("give exactly one of sparsity= or target=, e.g. Structured(sparsity=0.5)")
         if self.sparsity is not None:
             _check_fraction("sparsity", self.sparsity, low_open=False, high_open=True)

@@ -94,9 +94,9 @@ def _prune_width(model: nn.Module, method: Structured, inputs: Inputs, shapes: l
         raise PruningError(f"no prunable groups for units={method.units} (this model has: {kinds or 'none'}); "
                            "run secateur.analyze(model, example_inputs) to see what blocks the others")
     scores = {g.id: group_scores(model, g, method.criterion, stats) for g in groups}
-    if method.sparsity is not None:
-        plan = plan_for_sparsity(groups, scores, method, method.sparsity)
-        if plan.is_empty() and method.sparsity > 0:
+    if method.sparsity is not None or method.ratios:
+        plan = plan_for_sparsity(groups, scores, method, method.sparsity or 0.0)
+        if plan.is_empty() and (method.sparsity or 0) > 0:
             largest = max(g.size for g in groups)
             raise PruningError(f"sparsity={method.sparsity} removes nothing: the largest selected group has "
                                f"{largest} units, so at least {1 / largest:.3g} is needed (or round_to is too big)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import fnmatch
 import math
+import tempfile
 
 import torch
 from torch import nn
@@ -15,7 +16,7 @@ from .criteria import fpgm, lamp, weight_saliency
 from .errors import PruningError
 from .graph import CouplingGraph, Group
 from .inputs import Inputs
-from .methods import Macs, Params, Structured
+from .methods import Latency, Macs, Params, Structured
 from .plan import Plan, apply_cuts
 from .statistics import Stats
 
@@ -134,10 +135,15 @@ def keep_count(size: int, sparsity: float, round_to: int) -> int:
     return min(size, math.ceil(keep / round_to) * round_to)
 
 
-def _layer_drops(groups, scores, sparsity, round_to) -> dict[int, list[int]]:
+def group_key(group: Group) -> str:
+    """The name ``Structured(ratios=...)`` and ``sensitivity`` use for a group: its first producing layer."""
+    return next((m.tensor.rpartition(".")[0] for m in group.members if m.role == "out"), group.describe())
+
+
+def _layer_drops(groups, scores, sparsity, round_to, ratios=None) -> dict[int, list[int]]:
     drops = {}
     for g in groups:
-        n_drop = g.size - keep_count(g.size, sparsity, round_to)
+        n_drop = g.size - keep_count(g.size, (ratios or {}).get(group_key(g), sparsity), round_to)
         drops[g.id] = sorted(torch.argsort(scores[g.id])[:n_drop].tolist())
     return drops
 
@@ -174,13 +180,45 @@ def plan_from_drops(groups: list[Group], drops: dict[int, list[int]]) -> Plan:
 
 
 def plan_for_sparsity(groups, scores, method: Structured, sparsity: float) -> Plan:
-    choose = _global_drops if method.scope == "global" else _layer_drops
-    return plan_from_drops(groups, choose(groups, scores, sparsity, method.round_to))
+    if method.scope == "global":
+        return plan_from_drops(groups, _global_drops(groups, scores, sparsity, method.round_to))
+    return plan_from_drops(groups, _layer_drops(groups, scores, sparsity, method.round_to, method.ratios))
+
+
+def measured_latency(model: nn.Module, plan: Plan, inputs: Inputs, target: Latency) -> float:
+    """onnxruntime latency (ms) of ``model`` after ``plan``, on ``target.batch_size`` copies of the example."""
+    from .latency import ort_latency_ms
+    from .onnx_export import onnx_of
+
+    pruned = copy.deepcopy(model)
+    apply_cuts(pruned, plan)
+    sync_attention(pruned)
+    batch = tuple(t.expand(target.batch_size, *t.shape[1:]).contiguous() for t in inputs.args)
+    with tempfile.TemporaryDirectory(prefix="secateur-lat-") as tmp:
+        return ort_latency_ms(onnx_of(pruned, inputs.args, tmp), batch, runs=target.runs)
+
+
+def plan_for_latency(shadow: Shadow, groups, scores, method: Structured) -> Plan:
+    """Bisect a uniform sparsity on *measured* onnxruntime latency until it fits ``method.target.ms``."""
+    target = method.target
+    ms = lambda s: measured_latency(shadow.model, plan_for_sparsity(groups, scores, method, s),  # noqa: E731
+                                    shadow.inputs, target)
+    hi = 0.95
+    if ms(hi) > target.ms:
+        raise PruningError(f"a {target.ms} ms budget is out of reach: {ms(hi):.2f} ms measured with 95% of "
+                           "every group removed; raise the budget or prune more unit kinds")
+    lo = 0.0
+    for _ in range(7):
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if ms(mid) <= target.ms else (mid, hi)
+    return plan_for_sparsity(groups, scores, method, hi)
 
 
 def plan_for_target(shadow: Shadow, groups, scores, method: Structured) -> Plan:
     """Bisect the sparsity until the predicted MACs (or params) fraction meets ``method.target``."""
     target = method.target
+    if isinstance(target, Latency):
+        return plan_for_latency(shadow, groups, scores, method)
     index = 1 if isinstance(target, Macs) else 0
     assert isinstance(target, Macs | Params)
     dense = shadow.run(Plan())[index]
