@@ -88,3 +88,13 @@ def test_cli_run_writes_reports_and_bad_recipe_exits_2(tmp_path):
     recipe.write_text(yaml.safe_dump({**TINY, "modle": "x"}))
     bad = CliRunner().invoke(app, ["run", str(recipe), "--quiet"])
     assert bad.exit_code == 2 and "unknown key 'modle'" in bad.output
+
+
+def test_report_explains_what_survived(tmp_path):
+    report = run_recipe(parse_recipe({**TINY, "steps": TINY["steps"][:1]}), tmp_path, progress=False)
+    explained = report["interpretability"]
+    assert set(explained["kept_fraction"]) == {"conv1", "conv2", "fc1"}
+    for key, unit in explained["units"].items():
+        assert len(unit["scores"]) == unit["size"] and len(unit["kept"]) == round(explained["kept_fraction"][key]
+                                                                                  * unit["size"])
+    assert len(explained["input_importance_after"]) == 8 and (tmp_path / "importance.png").is_file()

@@ -13,6 +13,7 @@ from torch import nn
 from . import __version__
 from .counting import count_macs, count_nonzero_params, count_params
 from .evaluate import accuracy
+from .explain import input_importance, kept_fractions, plot_explanations
 from .finetune import finetune
 from .io import save
 from .latency import ort_latency_ms, torch_latency_ms
@@ -46,6 +47,7 @@ class Run:
         self.teacher: nn.Module | None = None
         self.stages: list[dict] = []
         self.prune_result: PruneResult | None = None
+        self.importance_before: torch.Tensor | None = None
         batch = recipe.report.batch_size
         reps = -(-batch // len(self.data.test.x))
         self.bench_inputs = (self.data.test.x.repeat(reps, 1, 1, 1)[:batch].contiguous(),)
@@ -74,6 +76,7 @@ class Run:
         self.measure("dense")
 
     def do_prune(self, step: PruneStep) -> None:
+        self.importance_before = input_importance(self.model, self.data.test.x)
         self.prune_result = prune(self.model, method_of(step), example_inputs=self.data.example)
         self.measure("pruned")
 
@@ -104,6 +107,18 @@ class Run:
         if "onnx" in formats:
             export_onnx(self.model, self.out / "model.onnx", self.data.example)
 
+    def explanations(self) -> dict:
+        """What survived (structured pruning) and which input features the final model relies on."""
+        if self.prune_result is None:
+            return {}
+        kept = kept_fractions(self.prune_result.units)
+        after = input_importance(self.model, self.data.test.x)
+        if self.recipe.report.plot:
+            plot_explanations(after, kept, self.out / "importance.png")
+        return {"kept_fraction": kept, "units": self.prune_result.units,
+                "input_importance_before": self.importance_before.squeeze().tolist(),
+                "input_importance_after": after.squeeze().tolist()}
+
     def report(self) -> dict:
         return {
             "secateur_version": __version__, "recipe": self.recipe.model_dump(),
@@ -115,6 +130,7 @@ class Run:
                       "quantized.torch": "torch dynamic int8 (Linear) of the same model; the onnxruntime "
                       "column runs the static int8 QDQ file"},
             "stages": self.stages,
+            "interpretability": self.explanations(),
         }
 
 

@@ -19,7 +19,16 @@ from .masks import apply_mask
 from .methods import SemiStructured, Structured, Unstructured
 from .plan import Plan, apply_cuts
 from .statistics import Stats, collect_statistics
-from .structured import Shadow, group_scores, plan_for_sparsity, plan_for_target, runnable_groups, selectable_groups
+from .structured import (
+    Shadow,
+    group_key,
+    group_scores,
+    plan_for_sparsity,
+    plan_for_target,
+    runnable_groups,
+    selectable_groups,
+    survivors,
+)
 from .transaction import atomic, eval_mode
 from .unstructured import semistructured_masks, unstructured_masks
 
@@ -27,6 +36,9 @@ from .unstructured import semistructured_masks, unstructured_masks
 @dataclass
 class PruneResult:
     """What ``prune`` did: the plan, and the model's counts before and after.
+
+    ``units`` (structured pruning) maps each group (:func:`group_key`) to its unit kind, size, the
+    importance score of every unit and the indices kept: what survived and why.
 
     ``predicted`` holds the (params, MACs) the plan promised, computed on a shape-only copy before
     the real surgery; after a structured prune they equal ``params_after`` / ``macs_after``.
@@ -42,6 +54,7 @@ class PruneResult:
     macs_after: int | None = None
     predicted: tuple[int, int] | None = None
     groups: list[str] = field(default_factory=list)
+    units: dict[str, dict] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         d = {k: v for k, v in asdict(self).items() if k not in ("method", "plan")}
@@ -55,17 +68,17 @@ class PruneResult:
 
 
 def _prune_structured(model: nn.Module, method: Structured, inputs: Inputs, shapes: list, stats: Stats
-                      ) -> tuple[Plan, list[str], tuple[int, int]]:
+                      ) -> tuple[Plan, list[str], tuple[int, int], dict]:
     if not inputs:
         raise PruningError("Structured pruning needs example_inputs=... to trace the model's couplings")
     blocks = _prune_blocks(model, method, inputs)
     if blocks and set(method.units) == {"blocks"}:
-        return Plan(blocks=blocks), blocks, Shadow(model, inputs, shapes).run(Plan())
+        return Plan(blocks=blocks), blocks, Shadow(model, inputs, shapes).run(Plan()), {}
     if blocks:
         method = replace(method, units=tuple(u for u in method.units if u != "blocks"))
-    plan, groups, predicted = _prune_width(model, method, inputs, shapes, stats)
+    plan, groups, predicted, units = _prune_width(model, method, inputs, shapes, stats)
     plan.blocks = blocks
-    return plan, blocks + groups, predicted
+    return plan, blocks + groups, predicted, units
 
 
 def _prune_blocks(model: nn.Module, method: Structured, inputs: Inputs) -> list[str]:
@@ -85,7 +98,7 @@ def _prune_blocks(model: nn.Module, method: Structured, inputs: Inputs) -> list[
 
 
 def _prune_width(model: nn.Module, method: Structured, inputs: Inputs, shapes: list, stats: Stats
-                 ) -> tuple[Plan, list[str], tuple[int, int]]:
+                 ) -> tuple[Plan, list[str], tuple[int, int], dict]:
     graph = capture(model, inputs.args, inputs.kwargs)
     shadow = Shadow(model, inputs, shapes)
     groups, _ = runnable_groups(shadow, selectable_groups(graph, method))
@@ -102,7 +115,8 @@ def _prune_width(model: nn.Module, method: Structured, inputs: Inputs, shapes: l
                                f"{largest} units, so at least {1 / largest:.3g} is needed (or round_to is too big)")
     else:
         plan = plan_for_target(shadow, groups, scores, method)
-    return plan, [g.describe() for g in groups], shadow.run(plan)
+    units = {group_key(g): survivors(g, scores[g.id], plan) for g in groups}
+    return plan, [g.describe() for g in groups], shadow.run(plan), units
 
 
 def _forward_after(model: nn.Module, inputs: Inputs, shapes: list) -> int:
@@ -164,10 +178,10 @@ def _prune(model: nn.Module, method: Structured | Unstructured | SemiStructured,
     macs, shapes = macs_and_shapes(model, inputs) if inputs else (None, None)
     before = (count_params(model), count_nonzero_params(model), macs)
     groups: list[str] = []
-    predicted = None
+    predicted, units = None, {}
     with atomic(model):
         if isinstance(method, Structured):
-            plan, groups, predicted = _prune_structured(model, method, inputs, shapes, stats)
+            plan, groups, predicted, units = _prune_structured(model, method, inputs, shapes, stats)
             apply_cuts(model, plan)
             sync_attention(model)
         else:
@@ -178,7 +192,7 @@ def _prune(model: nn.Module, method: Structured | Unstructured | SemiStructured,
     if plan.blocks:  # load() replays removals in order, so keep them with the model
         model.__dict__.setdefault("secateur_blocks", []).append(plan.blocks)
     return PruneResult(
-        method=method, plan=plan, params_before=before[0], params_after=count_params(model),
+        method=method, plan=plan, units=units, params_before=before[0], params_after=count_params(model),
         nonzero_before=before[1], nonzero_after=count_nonzero_params(model), macs_before=before[2],
         macs_after=macs_after, predicted=predicted, groups=groups,
     )

@@ -35,6 +35,10 @@ def to_markdown(report: dict) -> str:
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(r) + " |" for r in rows(report)]
     lines += ["", *(f"- **{k}**: {v}" for k, v in report["notes"].items())]
+    kept = (report.get("interpretability") or {}).get("kept_fraction")
+    if kept:
+        lines += ["", "Units kept per layer (importance scores per unit are in report.json; input-feature "
+                  "importance in importance.png):", *(f"- `{k}`: {v:.0%}" for k, v in kept.items())]
     if report.get("prune"):
         p = report["prune"]
         lines += ["", f"Pruned with `{p['method']['name']}`: {len(p['groups'])} coupled groups considered."]

@@ -169,6 +169,14 @@ def _global_drops(groups, scores, sparsity, round_to) -> dict[int, list[int]]:
     return drops
 
 
+def survivors(group: Group, scores: torch.Tensor, plan: Plan) -> dict:
+    """Which units of ``group`` the plan keeps, with every unit's importance score."""
+    first = next(m for m in group.members if m.role == "out")
+    removed = set(plan.cuts.get(first.tensor, {}).get(first.dim, []))
+    kept = [c for c in range(group.size) if first.indices([c])[0] not in removed]
+    return {"kind": group.kind, "size": group.size, "kept": kept, "scores": [round(float(v), 6) for v in scores]}
+
+
 def plan_from_drops(groups: list[Group], drops: dict[int, list[int]]) -> Plan:
     """Turn channels removed per group into tensor cuts for every member."""
     plan = Plan()
