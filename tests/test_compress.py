@@ -38,7 +38,7 @@ def test_int8_storage_is_exactly_the_quantized_weights_and_keeps_zeros(tmp_path)
         expected = dequantize_rows(*quantize_rows(original.weight.detach()))
         assert torch.equal(layer.weight.detach(), expected)
         assert torch.equal(layer.weight == 0, original.weight == 0)
-        assert torch.equal(layer.bias, original.bias)
+        assert torch.equal(layer.bias, original.bias.detach().half().float())  # small vectors kept as fp16
     x = torch.randn(8, 64)
     torch.testing.assert_close(loaded(x), model(x), atol=0.05, rtol=0.05)
 

@@ -1,7 +1,8 @@
 """Compact storage of sparse weights: a bitmask of the non-zeros plus their values, fp32 or int8
 (symmetric, one scale per output row, so zeros stay exactly zero), optionally entropy-coded (LZMA,
-standing in for the Huffman stage of Deep Compression, Han et al. 2016). Decoding is exact: a
-weight comes back bit for bit (fp32) or as exactly the dequantized int8 value it was stored as.
+standing in for the Huffman stage of Deep Compression, Han et al. 2016). In int8 mode the small
+float vectors (biases, norm parameters, the per-row scales) are stored as fp16. Decoding is exact:
+a tensor comes back bit for bit (``bitmask``) or as exactly the value it was stored as (``int8``).
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ def _row_scale(w: torch.Tensor) -> torch.Tensor:
 
 
 def quantize_rows(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Symmetric int8 with one fp32 scale per output row: ``w ~ q * scale[row]``; zero maps to zero."""
-    scale = _row_scale(w)
+    """Symmetric int8 with one scale per output row (fp16-representable): ``w ~ q * scale[row]``; zero
+    maps to zero."""
+    scale = _row_scale(w).half().float()
     q = torch.round(w.reshape(w.shape[0], -1) / scale[:, None]).clamp(-127, 127).to(torch.int8)
     return q.reshape(w.shape), scale
 
@@ -36,11 +38,13 @@ def encode(name: str, t: torch.Tensor, mode: Mode) -> tuple[dict[str, torch.Tens
     meta = {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")}
     weight = t.dim() >= 2 and t.is_floating_point()
     if not weight:
+        if mode == "int8" and t.is_floating_point():
+            return {name: t.half()}, {**meta, "kind": "plain"}
         return {name: t}, {**meta, "kind": "plain"}
     out: dict[str, torch.Tensor] = {}
     if mode == "int8":
         q, scale = quantize_rows(t.float())
-        out[f"{name}::scale"] = scale
+        out[f"{name}::scale"] = scale.half()
         values = q
     else:
         values = t
@@ -55,9 +59,9 @@ def encode(name: str, t: torch.Tensor, mode: Mode) -> tuple[dict[str, torch.Tens
 
 def decode(name: str, tensors: dict[str, torch.Tensor], meta: dict) -> torch.Tensor:
     """The tensor ``encode`` stored under ``name``."""
-    if meta["kind"] == "plain":
-        return tensors[name]
     shape, dtype = meta["shape"], getattr(torch, meta["dtype"])
+    if meta["kind"] == "plain":
+        return tensors[name].to(dtype)
     values = tensors[f"{name}::values"]
     if meta["kind"].startswith("sparse"):
         numel = int(np.prod(shape))
@@ -66,5 +70,5 @@ def decode(name: str, tensors: dict[str, torch.Tensor], meta: dict) -> torch.Ten
         full[mask] = values
         values = full.reshape(shape)
     if meta["kind"].endswith("int8"):
-        values = dequantize_rows(values.reshape(shape), tensors[f"{name}::scale"])
+        values = dequantize_rows(values.reshape(shape), tensors[f"{name}::scale"].float())
     return values.reshape(shape).to(dtype)

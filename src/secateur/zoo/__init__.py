@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from .data import DATASETS, Dataset, Split, digits
-from .models import MODELS, DigitsCNN, DigitsMLP
+from .data import DATASETS, Dataset, Split, digits, mnist1d
+from .models import MODELS, DigitsCNN, DigitsMLP, Mnist1dCNN
 
 
 def build_model(name: str) -> nn.Module:
@@ -26,5 +26,5 @@ def load_dataset(name: str, seed: int = 0) -> Dataset:
     return DATASETS[name](seed)
 
 
-__all__ = ["DATASETS", "MODELS", "Dataset", "DigitsCNN", "DigitsMLP", "Split", "build_model", "digits",
-           "load_dataset"]
+__all__ = ["DATASETS", "MODELS", "Dataset", "DigitsCNN", "DigitsMLP", "Mnist1dCNN", "Split", "build_model",
+           "digits", "load_dataset", "mnist1d"]

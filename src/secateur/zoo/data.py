@@ -53,4 +53,21 @@ def digits(seed: int = 0) -> Dataset:
     return Dataset("digits", *_split(x, raw.target.astype(np.int64), seed))
 
 
-DATASETS = {"digits": digits}
+def mnist1d(seed: int = 0) -> Dataset:
+    """The ``mnist1d`` benchmark (Greydanus 2020) generated offline with ``make_dataset()``: 40-sample
+    1-D signals as ``(N, 1, 40)``; its 4000 training signals split 90/10 into train/val, 1000 test.
+    Needs the ``mnist1d`` package (``pip install -e '.[bench]'``)."""
+    try:
+        from mnist1d.data import get_dataset_args, make_dataset
+    except ImportError as exc:
+        raise ImportError("the mnist1d data set needs the mnist1d package: pip install -e '.[bench]'") from exc
+    raw = make_dataset(get_dataset_args())  # generated locally; never the download path
+    x, y = raw["x"].astype(np.float32)[:, None], raw["y"].astype(np.int64)
+    order = np.random.default_rng(seed).permutation(len(x))
+    cut = int(0.9 * len(x))
+    split = lambda idx: Split(torch.as_tensor(x[idx]), torch.as_tensor(y[idx]))  # noqa: E731
+    test = Split(torch.as_tensor(raw["x_test"].astype(np.float32)[:, None]), torch.as_tensor(raw["y_test"]))
+    return Dataset("mnist1d", split(order[:cut]), split(order[cut:]), test)
+
+
+DATASETS = {"digits": digits, "mnist1d": mnist1d}

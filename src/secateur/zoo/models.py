@@ -40,4 +40,23 @@ class DigitsMLP(nn.Module):
         return self.net(x)
 
 
-MODELS = {"digits-cnn": (DigitsCNN, "digits"), "digits-mlp": (DigitsMLP, "digits")}
+class Mnist1dCNN(nn.Module):
+    """A 1-D CNN for mnist1d: three conv-bn-relu layers with a residual, global pooling, two Linears."""
+
+    def __init__(self, width: int = 32, classes: int = 10) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv1d(1, width, 5, padding=2), nn.BatchNorm1d(width)
+        self.conv2, self.bn2 = nn.Conv1d(width, 2 * width, 3, padding=1), nn.BatchNorm1d(2 * width)
+        self.conv3, self.bn3 = nn.Conv1d(2 * width, 2 * width, 3, padding=1), nn.BatchNorm1d(2 * width)
+        self.fc1 = nn.Linear(2 * width * 10, 128)
+        self.fc2 = nn.Linear(128, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn1(self.conv1(x)))
+        x = nn.functional.max_pool1d(torch.relu(self.bn2(self.conv2(x))), 2)
+        x = nn.functional.max_pool1d(x + torch.relu(self.bn3(self.conv3(x))), 2)
+        return self.fc2(torch.relu(self.fc1(torch.flatten(x, 1))))
+
+
+MODELS = {"digits-cnn": (DigitsCNN, "digits"), "digits-mlp": (DigitsMLP, "digits"),
+          "mnist1d-cnn": (Mnist1dCNN, "mnist1d")}
