@@ -20,6 +20,7 @@ from .evaluate import accuracy
 from .finetune import FinetuneResult, finetune
 from .graph import register_rule
 from .io import load, save
+from .llm import Magnitude, SparseGPT, Wanda, perplexity
 from .methods import Latency, Macs, Params, SemiStructured, Structured, Unstructured
 from .onnx_export import OnnxModel, export_onnx
 from .plan import Plan
@@ -36,5 +37,5 @@ __all__ = [
     "Structured",
     "UnknownCriterionError", "Unstructured", "__version__", "accuracy", "export_onnx", "finetune", "load",
     "profile", "prune", "quantize", "register_rule", "save", "GradualPruning", "iterative_prune", "Sensitivity",
-    "allocate", "sensitivity", "group_key",
+    "allocate", "sensitivity", "group_key", "Magnitude", "SparseGPT", "Wanda", "perplexity",
 ]

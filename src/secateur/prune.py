@@ -15,6 +15,8 @@ from .depth import block_stacks, choose_blocks, remove_blocks
 from .errors import PruningError
 from .graph import capture
 from .inputs import Inputs, as_inputs
+from .llm.layerwise import prune_layerwise
+from .llm.methods import Magnitude, SparseGPT, Wanda
 from .masks import apply_mask
 from .methods import SemiStructured, Structured, Unstructured
 from .plan import Plan, apply_cuts
@@ -147,9 +149,23 @@ def _prune_masks(model: nn.Module, method: Unstructured | SemiStructured, stats:
     return plan, [f"{name}: skipped, {why}" for name, why in skipped.items()]
 
 
+def _prune_layerwise(model: nn.Module, method: Magnitude | Wanda | SparseGPT, calibration) -> PruneResult:
+    """One-shot LLM pruning, block by block (see ``secateur.llm``)."""
+    if calibration is None and not isinstance(method, Magnitude):
+        raise PruningError(f"{type(method).__name__} needs calibration= token ids shaped (sequences, length)")
+    if calibration is None:
+        calibration = torch.zeros(1, 8, dtype=torch.long)  # magnitude reads weights only; one short pass
+    before = (count_params(model), count_nonzero_params(model))
+    report = prune_layerwise(model, method, torch.as_tensor(calibration))
+    plan = Plan(masks=dict(report.sparsity))
+    return PruneResult(method=method, plan=plan, params_before=before[0], params_after=count_params(model),
+                       nonzero_before=before[1], nonzero_after=count_nonzero_params(model),
+                       groups=[f"{report.seconds:.1f} s"])
+
+
 def prune(
     model: nn.Module,
-    method: Structured | Unstructured | SemiStructured,
+    method: Structured | Unstructured | SemiStructured | Magnitude | Wanda | SparseGPT,
     example_inputs: torch.Tensor | tuple | dict | None = None,
     calibration: Iterable | None = None,
     loss_fn: Callable = F.cross_entropy,
@@ -157,13 +173,17 @@ def prune(
     """Prune ``model`` in place as ``method`` says; on any failure the model is left exactly as it was.
 
     ``calibration`` (batches of inputs, or ``(inputs, targets)`` for gradient criteria scored with
-    ``loss_fn``) is needed by the data-driven criteria: ``taylor``, ``hessian``, ``activation``.
+    ``loss_fn``) is needed by the data-driven criteria: ``taylor``, ``hessian``, ``activation``. For the
+    one-shot language-model methods (``Wanda``, ``SparseGPT``, ``Magnitude``) it is a tensor of token
+    ids shaped ``(sequences, length)``, and the model is pruned block by block.
 
     >>> import secateur as sc
     >>> net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
     >>> sc.prune(net, sc.Structured(sparsity=0.5), example_inputs=torch.randn(1, 8)).params_after
     90
     """
+    if isinstance(method, Magnitude | Wanda | SparseGPT):
+        return _prune_layerwise(model, method, calibration)
     inputs = as_inputs(example_inputs)
     if not isinstance(method, Structured | Unstructured | SemiStructured):
         raise TypeError(f"method must be secateur.Structured, Unstructured or SemiStructured, not "
