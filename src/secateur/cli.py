@@ -25,12 +25,22 @@ def _run(recipe_path: Path, out: Path | None, quiet: bool) -> None:
     import torch
 
     from .pipeline import run_recipe
-    from .recipe import load_recipe
+    from .recipe import LMRecipe, load_recipe
     from .report import print_table, write_report
 
     torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
     recipe = load_recipe(recipe_path)
     out = out or Path("runs") / recipe.name
+    if isinstance(recipe, LMRecipe):
+        import json
+
+        from .lm_pipeline import lm_markdown, run_lm_recipe
+
+        report = run_lm_recipe(recipe, out, progress=not quiet)
+        (out / "report.json").write_text(json.dumps(report, indent=1))
+        (out / "report.md").write_text(lm_markdown(report))
+        typer.echo(lm_markdown(report))
+        return
     report = run_recipe(recipe, out, progress=not quiet)
     paths = write_report(report, out, with_plot=recipe.report.plot)
     print_table(report, console)

@@ -154,7 +154,7 @@ def _prune_layerwise(model: nn.Module, method: Magnitude | Wanda | SparseGPT, ca
     if calibration is None and not isinstance(method, Magnitude):
         raise PruningError(f"{type(method).__name__} needs calibration= token ids shaped (sequences, length)")
     if calibration is None:
-        calibration = torch.zeros(1, 8, dtype=torch.long)  # magnitude reads weights only; one short pass
+        calibration = torch.zeros(1, 1, dtype=torch.long)  # magnitude reads weights only
     before = (count_params(model), count_nonzero_params(model))
     report = prune_layerwise(model, method, torch.as_tensor(calibration))
     plan = Plan(masks=dict(report.sparsity))

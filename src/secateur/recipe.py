@@ -66,16 +66,11 @@ class ExportStep(_Strict):
     formats: list[Literal["onnx", "safetensors"]] = ["onnx", "safetensors"]
 
 
-class Step(_Strict):
-    """One pipeline step: exactly one of its keys is set."""
-
-    prune: PruneStep | None = None
-    finetune: FinetuneStep | None = None
-    quantize: QuantizeStep | None = None
-    export: ExportStep | None = None
+class _OneKey(_Strict):
+    """A step: exactly one of its keys is set."""
 
     @model_validator(mode="after")
-    def _one(self) -> Step:
+    def _one(self) -> _OneKey:
         set_keys = [k for k in type(self).model_fields if getattr(self, k) is not None]
         if len(set_keys) != 1:
             raise ValueError(f"a step has exactly one of {', '.join(type(self).model_fields)}; got {set_keys}")
@@ -88,6 +83,15 @@ class Step(_Strict):
     @property
     def config(self) -> BaseModel:
         return getattr(self, self.kind)
+
+
+class Step(_OneKey):
+    """One pipeline step: exactly one of its keys is set."""
+
+    prune: PruneStep | None = None
+    finetune: FinetuneStep | None = None
+    quantize: QuantizeStep | None = None
+    export: ExportStep | None = None
 
 
 class Report(_Strict):
@@ -126,9 +130,48 @@ class Recipe(_Strict):
         return v
 
 
-def _model_at(loc: tuple) -> type[BaseModel] | None:
+class Windows(_Strict):
+    windows: int = 32
+    length: int = 512
+
+
+class LMPruneStep(_Strict):
+    method: Literal["magnitude", "wanda", "sparsegpt"]
+    sparsity: float = 0.5
+    pattern: str = "unstructured"
+
+
+class LMStep(_OneKey):
+    """One language-model step: exactly one of its keys is set."""
+
+    prune: LMPruneStep | None = None
+    export: ExportStep | None = None
+
+
+class LMRecipe(_Strict):
+    """One-shot pruning of a causal language model, measured by perplexity on held-out text."""
+
+    task: Literal["language-model"]
+    name: str = "lm"
+    model: str
+    data: str = "stdlib-docstrings"
+    evaluate_on: list[str] = ["stdlib-docstrings", "python-reference"]
+    calibration: Windows = Windows()
+    evaluation: Windows = Windows()
+    prompt: str = "def read_config(path):\n    \"\"\""
+    steps: list[LMStep]
+
+    @field_validator("model")
+    @classmethod
+    def _lm(cls, v: str) -> str:
+        if v != "llm:smollm2" and not v.startswith("hf:"):
+            raise ValueError(f"unknown model {v!r}; choose llm:smollm2 or hf:FOLDER (a local causal LM)")
+        return v
+
+
+def _model_at(loc: tuple, root: type[BaseModel] = None) -> type[BaseModel] | None:
     """The recipe model class that owns the key at ``loc`` (to list its valid keys)."""
-    cls: object = Recipe
+    cls: object = root or Recipe
     for part in loc[:-1]:
         if isinstance(part, int):
             continue
@@ -141,12 +184,12 @@ def _model_at(loc: tuple) -> type[BaseModel] | None:
     return cls if isinstance(cls, type) else None
 
 
-def _explain(err: ValidationError) -> str:
+def _explain(err: ValidationError, root: type[BaseModel]) -> str:
     lines = []
     for e in err.errors():
         where = ".".join(str(p) for p in e["loc"]) or "recipe"
         if e["type"] == "extra_forbidden":
-            owner = _model_at(e["loc"])
+            owner = _model_at(e["loc"], root)
             valid = ", ".join(owner.model_fields) if owner else "?"
             lines.append(f"{where}: unknown key {e['loc'][-1]!r}; valid keys here: {valid}")
         else:
@@ -154,17 +197,18 @@ def _explain(err: ValidationError) -> str:
     return "invalid recipe:\n  " + "\n  ".join(lines)
 
 
-def parse_recipe(data: dict) -> Recipe:
-    """Validate a recipe given as a dict."""
+def parse_recipe(data: dict) -> Recipe | LMRecipe:
+    """Validate a recipe given as a dict (``task: language-model`` selects the language-model schema)."""
     if not isinstance(data, dict):
         raise RecipeError(f"a recipe is a mapping of keys, got {type(data).__name__}")
+    schema = LMRecipe if data.get("task") == "language-model" else Recipe
     try:
-        return Recipe.model_validate(data)
+        return schema.model_validate(data)
     except ValidationError as err:
-        raise RecipeError(_explain(err)) from None
+        raise RecipeError(_explain(err, schema)) from None
 
 
-def load_recipe(path: str | os.PathLike) -> Recipe:
+def load_recipe(path: str | os.PathLike) -> Recipe | LMRecipe:
     """Read and validate a YAML recipe file."""
     path = Path(path)
     if not path.is_file():

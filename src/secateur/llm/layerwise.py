@@ -5,22 +5,25 @@ the whole batch. A pre-hook on each Linear sees that layer's complete calibratio
 its statistic (``||X_j||`` for Wanda, ``H = 2 X^T X / n`` for SparseGPT), prunes the weight and lets
 the forward continue, so later layers of the block (o_proj after q/k/v, down after up/gate) are
 scored on the outputs of already-pruned layers, and the block's output, the next block's input, is
-the pruned one. Peak memory: the model, one block's pruned copies, and two activation buffers.
+the pruned one. The weights replaced go to a temporary file (put back if anything fails), so peak memory is the model,
+one block's activations on the calibration batch, and the statistics of one layer.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import tempfile
 import time
 from dataclasses import dataclass, field
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..depth import block_stacks
 from ..errors import PruningError
 from ..progress import progress_bar
-from ..transaction import atomic, eval_mode
+from ..transaction import eval_mode
 from .methods import Magnitude, SparseGPT, Wanda, _OneShot, magnitude_prune, sparsegpt_prune, wanda_prune
 
 
@@ -69,15 +72,16 @@ def _weight(module: nn.Module) -> torch.Tensor:
     return module.weight.detach().T if hasattr(module, "nf") else module.weight.detach()
 
 
-def _prune_one(module: nn.Module, x: torch.Tensor, method: _OneShot) -> torch.Tensor:
+def _prune_one(module: nn.Module, x: torch.Tensor | None, method: _OneShot) -> torch.Tensor:
     w = _weight(module).float()
-    x = x.reshape(-1, x.shape[-1]).float()
-    if isinstance(method, Wanda):
-        new = wanda_prune(w, x.pow(2).sum(0).sqrt(), method)
-    elif isinstance(method, SparseGPT):
-        new = sparsegpt_prune(w, x.T @ x * (2 / x.shape[0]), method)
-    else:
+    if isinstance(method, Magnitude):
         new = magnitude_prune(w, method)
+    else:
+        x = x.reshape(-1, x.shape[-1]).float()
+        if isinstance(method, Wanda):
+            new = wanda_prune(w, torch.linalg.vector_norm(x, dim=0), method)
+        else:
+            new = sparsegpt_prune(w, x.T @ x * (2 / x.shape[0]), method)
     return (new.T if hasattr(module, "nf") else new).to(module.weight.dtype).contiguous()
 
 
@@ -97,21 +101,50 @@ def prune_layerwise(model: nn.Module, method: Magnitude | Wanda | SparseGPT, cal
     if calibration.dim() != 2:
         raise PruningError("calibration must be token ids shaped (sequences, length), e.g. windows(ids, 512, 32)")
     report, start = LayerwiseReport(), time.perf_counter()
+    with _Undo() as undo:
 
-    def prune_block(name: str, block: nn.Module) -> list:
-        hooks = []
-        for full, module in _linears(block, name, method.ignore).items():
-            def hook(mod, inputs, full=full):
-                new = _prune_one(mod, inputs[0], method)
-                mod.weight = nn.Parameter(new, requires_grad=mod.weight.requires_grad)
-                report.sparsity[full] = float((new == 0).float().mean())
-            hooks.append(module.register_forward_pre_hook(hook))
-        return hooks
+        def replace(full: str, module: nn.Module, new: torch.Tensor) -> None:
+            undo.keep(module, module.weight)
+            module.weight = nn.Parameter(new, requires_grad=module.weight.requires_grad)
+            report.sparsity[full] = float((new == 0).float().mean())
 
-    with atomic(model):
-        run_blocks(model, calibration, prune_block, label=type(method).__name__, progress=progress)
+        if isinstance(method, Magnitude):  # weights only: no forward pass needed
+            prefix, blocks = decoder_layers(model)
+            for i, block in enumerate(progress_bar(list(blocks), "Magnitude", enabled=progress)):
+                for full, module in _linears(block, f"{prefix}.{i}", method.ignore).items():
+                    replace(full, module, _prune_one(module, None, method))
+        else:
+            def prune_block(name: str, block: nn.Module) -> list:
+                return [module.register_forward_pre_hook(
+                            lambda mod, inputs, full=full: replace(full, mod, _prune_one(mod, inputs[0], method)))
+                        for full, module in _linears(block, name, method.ignore).items()]
+
+            run_blocks(model, calibration, prune_block, label=type(method).__name__, progress=progress)
     report.seconds = time.perf_counter() - start
     return report
+
+
+class _Undo:
+    """Keeps the weights pruning replaced in a temporary file, not in memory, and puts them back if
+    anything fails (so the model is left as it was without holding a second copy of its weights)."""
+
+    def __enter__(self) -> _Undo:
+        self._dir = tempfile.TemporaryDirectory(prefix="secateur-undo-")
+        self._kept: list[tuple[nn.Module, str, bool]] = []
+        return self
+
+    def keep(self, module: nn.Module, weight: torch.Tensor) -> None:
+        path = f"{self._dir.name}/{len(self._kept)}.safetensors"
+        save_file({"w": weight.detach().contiguous()}, path)
+        self._kept.append((module, path, weight.requires_grad))
+
+    def __exit__(self, kind, error, tb) -> None:
+        try:
+            if error is not None:
+                for module, path, grad in reversed(self._kept):
+                    module.weight = nn.Parameter(load_file(path)["w"], requires_grad=grad)
+        finally:
+            self._dir.cleanup()
 
 
 def run_blocks(model: nn.Module, calibration: torch.Tensor, before_block=None, label: str = "blocks",

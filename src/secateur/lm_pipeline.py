@@ -1,0 +1,89 @@
+"""Run a language-model recipe: one-shot pruning measured by perplexity on held-out text."""
+
+from __future__ import annotations
+
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from . import __version__
+from .io import save
+from .llm import load_corpus, perplexity, windows
+from .llm.methods import Magnitude, SparseGPT, Wanda
+from .prune import prune
+from .recipe import LMRecipe
+
+METHODS = {"magnitude": Magnitude, "wanda": Wanda, "sparsegpt": SparseGPT}
+
+
+def _load(spec: str):
+    if spec == "llm:smollm2":
+        from .zoo.llm import smollm2
+
+        return smollm2()
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = spec.removeprefix("hf:")
+    return (AutoModelForCausalLM.from_pretrained(folder, local_files_only=True).eval(),
+            AutoTokenizer.from_pretrained(folder, local_files_only=True))
+
+
+def _sample(model, tokenizer, prompt: str) -> str:
+    ids = tokenizer(prompt, return_tensors="pt").input_ids
+    with torch.no_grad():
+        out = model.generate(ids, max_new_tokens=32, do_sample=False)
+    return tokenizer.decode(out[0][ids.shape[1]:], skip_special_tokens=True)
+
+
+def run_lm_recipe(recipe: LMRecipe, out: str | Path, progress: bool = True) -> dict:
+    """Prune as the recipe says; perplexity on every evaluation text before and after."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model, tokenizer = _load(recipe.model)
+    ids = {name: tokenizer(load_corpus(name), return_tensors="pt").input_ids[0]
+           for name in dict.fromkeys([recipe.data, *recipe.evaluate_on])}
+    half = ids[recipe.data].numel() // 2  # calibration from the first half, evaluation from the second
+    calibration = windows(ids[recipe.data][:half], recipe.calibration.length, recipe.calibration.windows)
+    evals = {name: windows(t[half:] if name == recipe.data else t, recipe.evaluation.length,
+                           recipe.evaluation.windows) for name, t in ids.items() if name in recipe.evaluate_on}
+
+    def measure(name: str, extra: dict) -> None:
+        stages.append({"name": name, "metrics": {**{f"perplexity[{k}]": perplexity(model, v) for k, v in evals.items()},
+                                                 "sample": _sample(model, tokenizer, recipe.prompt), **extra}})
+
+    stages: list[dict] = []
+    measure("dense", {})
+    for step in recipe.steps:
+        if step.kind == "prune":
+            cfg = step.prune
+            start = time.perf_counter()
+            result = prune(model, METHODS[cfg.method](sparsity=cfg.sparsity, pattern=cfg.pattern),
+                           calibration=calibration)
+            measure("pruned", {"seconds": time.perf_counter() - start, "sparsity_per_layer": result.plan.masks})
+        elif "safetensors" in step.export.formats:
+            save(model, out / "model", compress="bitmask")
+    return {"secateur_version": __version__, "recipe": recipe.model_dump(), "stages": stages,
+            "environment": {"torch": torch.__version__, "threads": torch.get_num_threads(),
+                            "python": platform.python_version()},
+            "notes": {"calibration": f"{recipe.calibration.windows} x {recipe.calibration.length} tokens, first half "
+                      f"of {recipe.data}", "evaluation": f"{recipe.evaluation.windows} x {recipe.evaluation.length} "
+                      "tokens; the calibration text's windows come from its second half"}}
+
+
+def lm_markdown(report: dict) -> str:
+    """The language-model report as Markdown."""
+    keys = [k for k in report["stages"][0]["metrics"] if k.startswith("perplexity")]
+    lines = [f"# secateur report: {report['recipe']['name']}", "", "| stage | " + " | ".join(keys) + " |",
+             "|---|" + "---|" * len(keys)]
+    for s in report["stages"]:
+        lines.append(f"| {s['name']} | " + " | ".join(f"{s['metrics'][k]:.2f}" for k in keys) + " |")
+    for s in report["stages"]:
+        lines += ["", f"**{s['name']}** sample: `{s['metrics']['sample'][:120]!r}`"]
+        if "sparsity_per_layer" in s["metrics"]:
+            values = list(s["metrics"]["sparsity_per_layer"].values())
+            lines.append(f"pruned in {s['metrics']['seconds']:.1f} s; sparsity per layer {min(values):.3f} to "
+                         f"{max(values):.3f} over {len(values)} layers")
+    lines += ["", *(f"- **{k}**: {v}" for k, v in report["notes"].items())]
+    return "\n".join(lines) + "\n"
