@@ -63,3 +63,15 @@ def randomize_bn(model: nn.Module) -> nn.Module:
             m.weight.data.uniform_(0.5, 1.5)
             m.bias.data.uniform_(-0.2, 0.2)
     return model.eval()
+
+
+def zero_residual_channels(model: Residual, drop: list[int]) -> None:
+    """Zero every weight of ``drop`` channels of Residual's residual group, so they contribute nothing."""
+    with torch.no_grad():
+        for conv, bn in ((model.c1, model.b1), (model.c2, model.b2)):
+            conv.weight[drop] = 0
+            conv.bias[drop] = 0
+            bn.weight[drop] = 0
+            bn.bias[drop] = 0
+        model.c2.weight[:, drop] = 0
+        model.fc1.weight.view(32, 16, 16)[:, drop] = 0

@@ -5,7 +5,7 @@ from torch import nn
 import secateur as sc
 from secateur.criteria import CRITERIA, NEEDS_DATA, UNITS_ONLY
 from secateur.unstructured import prunable_layers
-from tests.conftest import Residual, randomize_bn
+from tests.conftest import Residual, randomize_bn, zero_residual_channels
 
 X = torch.randn(8, 3, 8, 8)
 CALIBRATION = [(torch.randn(8, 3, 8, 8), torch.randint(0, 5, (8,))) for _ in range(3)]
@@ -28,14 +28,7 @@ def test_zeroed_channels_score_lowest(criterion):
     """A channel whose every weight (and BatchNorm scale) is zero contributes nothing: removed first."""
     model = randomize_bn(Residual())
     drop = [0, 3, 5, 6, 9, 10, 12, 15]
-    with torch.no_grad():
-        for conv, bn in ((model.c1, model.b1), (model.c2, model.b2)):
-            conv.weight[drop] = 0
-            conv.bias[drop] = 0
-            bn.weight[drop] = 0
-            bn.bias[drop] = 0
-        model.c2.weight[:, drop] = 0
-        model.fc1.weight.view(32, 16, 16)[:, drop] = 0
+    zero_residual_channels(model, drop)
     expected = model(X)
     sc.prune(model, sc.Structured(sparsity=0.5, criterion=criterion, ignore=("fc1",)), example_inputs=X[:1],
              calibration=_calibration(criterion))
