@@ -25,7 +25,7 @@ import secateur as sc
 from secateur.llm import load_corpus, perplexity, windows
 from secateur.zoo.llm import smollm2
 
-LENGTH, COUNT = 512, 32
+LENGTH, COUNT, MORE = 512, 32, 128
 METHODS = {"magnitude": sc.Magnitude, "wanda": sc.Wanda, "sparsegpt": sc.SparseGPT}
 PATTERNS = ("unstructured", "4:8", "2:4")
 
@@ -45,7 +45,7 @@ def _reset_peak() -> None:
 def data(tokenizer) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     ids = tokenizer(load_corpus("stdlib-docstrings"), return_tensors="pt").input_ids[0]
     half = ids.numel() // 2
-    calibration = windows(ids[:half], LENGTH, COUNT)
+    calibration = windows(ids[:half], LENGTH, MORE)  # the first COUNT windows unless a config asks for more
     in_domain = windows(ids[half:], LENGTH, COUNT)
     other = windows(tokenizer(load_corpus("python-reference"), return_tensors="pt").input_ids[0], LENGTH, COUNT)
     return calibration, in_domain, other
@@ -69,7 +69,7 @@ def main(configs: list[str]) -> str:
             base = _rss_mb("VmRSS")
             _reset_peak()
             start = time.perf_counter()
-            calib = calibration[: int(count)] if count else calibration
+            calib = calibration[: int(count) if count else COUNT]
             result = sc.prune(model, METHODS[name](sparsity=0.5, pattern=pattern), calibration=calib)
             seconds, peak = time.perf_counter() - start, _rss_mb("VmHWM")
             achieved = sum(result.plan.masks.values()) / len(result.plan.masks)
@@ -87,5 +87,5 @@ if __name__ == "__main__":
     warnings.simplefilter("ignore")
     set_threads(2)
     chosen = sys.argv[1:] or [f"{m}:{p}" for m in ("sparsegpt", "wanda", "magnitude") for p in PATTERNS] + [
-        "wanda:unstructured@16"]
+        "wanda:unstructured@16", "sparsegpt:unstructured@128", "sparsegpt:2:4@128"]
     print(main(chosen))

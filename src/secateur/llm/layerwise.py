@@ -24,7 +24,16 @@ from ..depth import block_stacks
 from ..errors import PruningError
 from ..progress import progress_bar
 from ..transaction import eval_mode
-from .methods import Magnitude, SparseGPT, Wanda, _OneShot, magnitude_prune, sparsegpt_prune, wanda_prune
+from .methods import (
+    Magnitude,
+    SparseGPT,
+    Wanda,
+    _OneShot,
+    inverse_hessian_factor,
+    magnitude_prune,
+    sparsegpt_prune,
+    wanda_prune,
+)
 
 
 @dataclass
@@ -72,16 +81,21 @@ def _weight(module: nn.Module) -> torch.Tensor:
     return module.weight.detach().T if hasattr(module, "nf") else module.weight.detach()
 
 
-def _prune_one(module: nn.Module, x: torch.Tensor | None, method: _OneShot) -> torch.Tensor:
+def _prune_one(module: nn.Module, x: torch.Tensor | None, method: _OneShot, shared: dict | None = None
+               ) -> torch.Tensor:
+    """The pruned weight of one layer; ``shared`` caches per-input statistics (q/k/v read one input)."""
     w = _weight(module).float()
     if isinstance(method, Magnitude):
         new = magnitude_prune(w, method)
     else:
-        x = x.reshape(-1, x.shape[-1]).float()
-        if isinstance(method, Wanda):
-            new = wanda_prune(w, torch.linalg.vector_norm(x, dim=0), method)
-        else:
-            new = sparsegpt_prune(w, x.T @ x * (2 / x.shape[0]), method)
+        cache = shared if shared is not None else {}
+        if cache.get("input") is not x:  # holding the tensor keeps its identity from being reused
+            flat = x.reshape(-1, x.shape[-1]).float()
+            stat = (torch.linalg.vector_norm(flat, dim=0) if isinstance(method, Wanda)
+                    else inverse_hessian_factor(flat.T @ flat * (2 / flat.shape[0]), method.dampening))
+            cache.update(input=x, stat=stat)
+        new = (wanda_prune(w, cache["stat"], method) if isinstance(method, Wanda)
+               else sparsegpt_prune(w, None, method, factor=cache["stat"]))
     return (new.T if hasattr(module, "nf") else new).to(module.weight.dtype).contiguous()
 
 
@@ -114,9 +128,13 @@ def prune_layerwise(model: nn.Module, method: Magnitude | Wanda | SparseGPT, cal
                 for full, module in _linears(block, f"{prefix}.{i}", method.ignore).items():
                     replace(full, module, _prune_one(module, None, method))
         else:
+            shared: dict = {}  # statistics of the latest input, reused by layers that read it too
+
             def prune_block(name: str, block: nn.Module) -> list:
-                return [module.register_forward_pre_hook(
-                            lambda mod, inputs, full=full: replace(full, mod, _prune_one(mod, inputs[0], method)))
+                def hook(mod, inputs, full):
+                    replace(full, mod, _prune_one(mod, inputs[0], method, shared))
+
+                return [module.register_forward_pre_hook(lambda mod, inputs, full=full: hook(mod, inputs, full))
                         for full, module in _linears(block, name, method.ignore).items()]
 
             run_blocks(model, calibration, prune_block, label=type(method).__name__, progress=progress)

@@ -99,37 +99,51 @@ def wanda_prune(weight: torch.Tensor, input_norm: torch.Tensor, method: Wanda) -
     return weight * mask
 
 
-def sparsegpt_prune(weight: torch.Tensor, hessian: torch.Tensor, method: SparseGPT) -> torch.Tensor:
-    """SparseGPT on one layer: returns the pruned, error-compensated weight (float32)."""
-    w = weight.detach().float().contiguous().clone()
+def inverse_hessian_factor(hessian: torch.Tensor, dampening: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The upper Cholesky factor of the dampened inverse Hessian, and the dead input columns."""
     h = hessian.float().clone()
     dead = torch.diag(h) == 0
     h[dead, dead] = 1
+    h += dampening * torch.mean(torch.diag(h)) * torch.eye(h.shape[0])
+    # cholesky_solve, not cholesky_inverse: the latter took 11 s for a 1536 x 1536 matrix here (0.18 s)
+    inverse = torch.cholesky_solve(torch.eye(h.shape[0]), torch.linalg.cholesky(h))
+    return torch.linalg.cholesky(inverse, upper=True), dead
+
+
+def sparsegpt_prune(weight: torch.Tensor, hessian: torch.Tensor, method: SparseGPT,
+                    factor: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """SparseGPT on one layer: returns the pruned, error-compensated weight. ``factor`` (from
+    :func:`inverse_hessian_factor`) can be shared by layers that read the same input."""
+    hinv, dead = factor or inverse_hessian_factor(hessian, method.dampening)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the column loop is thousands of tiny ops: one thread is 2-20x faster here
+    try:
+        return _obs_columns(weight, hinv, dead, method).to(weight.dtype)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _obs_columns(weight: torch.Tensor, hinv: torch.Tensor, dead: torch.Tensor, method: SparseGPT) -> torch.Tensor:
+    """The blocked column loop of SparseGPT: choose the mask, zero it, spread each error over later columns."""
+    w = weight.detach().float().contiguous().clone()
     w[:, dead] = 0
-    h += method.dampening * torch.mean(torch.diag(h)) * torch.eye(h.shape[0])
-    hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
-    rows, cols = w.shape
     nm = method.nm
-    for i1 in range(0, cols, method.blocksize):
-        i2 = min(i1 + method.blocksize, cols)
+    for i1 in range(0, w.shape[1], method.blocksize):
+        i2 = min(i1 + method.blocksize, w.shape[1])
         w1, hinv1 = w[:, i1:i2].clone(), hinv[i1:i2, i1:i2]
-        q1, err1 = torch.zeros_like(w1), torch.zeros_like(w1)
-        prune = torch.zeros(w1.shape, dtype=torch.bool)
+        err1 = torch.zeros_like(w1)
+        keep = torch.ones(w1.shape)
         if nm is None:  # adaptive mask selection: the block's least salient weights, OBS saliency w^2/[H^-1]_jj^2
             saliency = (w1.pow(2) / torch.diag(hinv1).pow(2)[None, :]).flatten()
-            k = int(saliency.numel() * method.sparsity)
-            prune.view(-1)[torch.topk(saliency, k, largest=False).indices] = True
+            keep.view(-1)[torch.topk(saliency, int(saliency.numel() * method.sparsity), largest=False).indices] = 0
         for i in range(i2 - i1):
-            col, d = w1[:, i], hinv1[i, i]
             if nm is not None and i % nm[1] == 0:
                 block = w1[:, i : i + nm[1]].pow(2) / torch.diag(hinv1)[i : i + nm[1]].pow(2)[None, :]
-                prune[:, i : i + nm[1]] = ~nm_mask(block, *nm)
-            q = col.clone()
-            q[prune[:, i]] = 0
-            q1[:, i] = q
-            err = (col - q) / d
-            w1[:, i:] -= err[:, None] @ hinv1[i, i:][None, :]
+                keep[:, i : i + nm[1]] = nm_mask(block, *nm).float()
+            col = w1[:, i]
+            err = col * (1 - keep[:, i]) / hinv1[i, i]
+            w1[:, i:].addr_(err, hinv1[i, i:], alpha=-1)  # column i becomes exactly the pruned column
             err1[:, i] = err
-        w[:, i1:i2] = q1
+        w[:, i1:i2] = w1 * keep  # the pruned entries are zero up to rounding: make them exactly zero
         w[:, i2:] -= err1 @ hinv[i1:i2, i2:]
-    return w.to(weight.dtype)
+    return w
