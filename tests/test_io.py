@@ -79,3 +79,14 @@ def test_files_are_safetensors_and_json_only(tmp_path):
     sc.save(Residual(), tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json", "model.safetensors"]
     assert (tmp_path / "model.safetensors").read_bytes()[8:9] == b"{"  # safetensors JSON header, no pickle
+
+
+def test_a_plan_replays_on_a_fresh_model_from_json():
+    from secateur.plan import Plan, apply_cuts
+
+    model = randomize_bn(Residual())
+    result = sc.prune(model, sc.Structured(sparsity=0.5, scope="global"), example_inputs=X)
+    fresh = Residual()
+    apply_cuts(fresh, Plan.from_dict(json.loads(json.dumps(result.plan.to_dict()))))
+    assert [p.shape for p in fresh.parameters()] == [p.shape for p in model.parameters()]
+    assert fresh.c1.out_channels == model.c1.out_channels and fresh(X).shape == (4, 5)

@@ -120,13 +120,3 @@ def apply_cuts(model: nn.Module, plan: Plan) -> None:
             touched.setdefault(holder, per_group(holder))
     for module, channels_per_group in touched.items():
         sync_module_attributes(module, channels_per_group)
-
-
-def group_cut_summary(plan: Plan) -> dict[str, int]:
-    """Number of indices removed per tensor dimension, e.g. ``{"conv1.weight[0]": 16}``."""
-    out: dict[str, int] = defaultdict(int)
-    for tensor, dims in plan.cuts.items():
-        for dim, drop in dims.items():
-            if drop:
-                out[f"{tensor}[{dim}]"] = len(drop)
-    return dict(out)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .masks import apply_mask
-from .methods import SemiStructured, Structured, Unstructured
+from .methods import Latency, SemiStructured, Structured, Unstructured
 from .statistics import tensor_name
 from .unstructured import unstructured_masks
 
@@ -92,14 +92,16 @@ def iterative_prune(model: nn.Module, method: Unstructured | Structured, rounds:
     """
     from .prune import prune
 
+    if isinstance(method, Structured) and isinstance(method.target, Latency):
+        raise ValueError("iterative rounds take a sparsity, Macs or Params target; a latency budget is one-shot")
+    if isinstance(method, Unstructured):  # masks accumulate: each round asks for the cumulative sparsity
+        steps = [replace(method, sparsity=s) for s in iterative_sparsities(method.sparsity, rounds)]
+    elif method.target is not None:  # each round keeps the same fraction of what the last one left
+        steps = [replace(method, target=type(method.target)(method.target.fraction ** (1 / rounds)))] * rounds
+    else:
+        steps = [replace(method, sparsity=1 - (1 - method.sparsity) ** (1 / rounds))] * rounds
     results = []
-    for sparsity in iterative_sparsities(method.sparsity if method.sparsity is not None else 0.0, rounds):
-        if isinstance(method, Unstructured):
-            step = replace(method, sparsity=sparsity)
-        elif method.target is not None:
-            step = replace(method, target=type(method.target)(method.target.fraction ** (1 / rounds)))
-        else:
-            step = replace(method, sparsity=1 - (1 - method.sparsity) ** (1 / rounds))
+    for step in steps:
         results.append(prune(model, step, **prune_kwargs))
         recover(model)
     return results
