@@ -1,7 +1,10 @@
 """Graph capture and coupling rules: what must be pruned together."""
 
 from .capture import CouplingGraph, capture
-from .rules import register_rule
+from .registry import register_rule, unregister_rule, user_rules
+from .rules import BUILTIN
 from .spaces import Group, Member
+from .table import Rule, RuleTable
 
-__all__ = ["CouplingGraph", "Group", "Member", "capture", "register_rule"]
+__all__ = ["BUILTIN", "CouplingGraph", "Group", "Member", "Rule", "RuleTable", "capture", "register_rule",
+           "unregister_rule", "user_rules"]
