@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from secateur.finetune import finetune
+from secateur.training import finetune
 from secateur.zoo import DigitsCNN, digits
 
 torch.set_num_threads(1)

@@ -5,7 +5,7 @@ import torch
 from typer.testing import CliRunner
 
 import secateur as sc
-from secateur.analyze import analyze
+from secateur import analyze
 from secateur.cli import app
 from secateur.zoo.hf import bert, llama
 from secateur.zoo.tricky import MHAModel, ResidualCNN
@@ -20,7 +20,7 @@ def test_analyze_lists_groups_and_reasons():
     assert "picks one channel" in reasons["mha.out"]
     assert "hard-codes" in reasons["inp.out => mha.in"]
     assert a.skipped_modules["head"] == "tied to a model output"
-    assert "| group | unit |" in a.to_markdown()
+    assert "| group | key | unit |" in a.to_markdown()
 
 
 def test_analyze_reports_units_filter_and_ignore():
@@ -38,7 +38,7 @@ def test_sparsity_that_removes_nothing_raises():
 def test_units_absent_from_model_raise_with_available_ones():
     with pytest.raises(sc.PruningError, match=r"units=\('heads',\).*'channels'"):
         sc.prune(ResidualCNN(), sc.Structured(sparsity=0.5, units=("heads",)), example_inputs=torch.randn(1, 3, 8, 8))
-    with pytest.raises(ValueError, match="unknown units"):
+    with pytest.raises(sc.InvalidParameterError, match=r"units=\('layers',\) is not valid"):
         sc.Structured(sparsity=0.5, units=("layers",))
 
 
@@ -59,7 +59,7 @@ def test_hf_heads_not_expressible_in_bert_config_still_reload_with_secateur(tmp_
     sc.prune(model, sc.Structured(sparsity=0.5, units=("heads",)), example_inputs=IDS)
     sc.save(model, tmp_path)
     manifest = json.loads((tmp_path / "manifest.json").read_text())
-    assert manifest["hf_config_complete"] is False and manifest["hf_config_unexpressed"] == ["heads"]
+    assert manifest["hf_config"] == {"complete": False, "unexpressed": ["heads"]}
     assert torch.equal(sc.load(tmp_path, base=bert).eval()(**IDS)[0], model(**IDS)[0])
 
 
@@ -67,7 +67,7 @@ def test_cli_analyze_prune_load_round_trip_on_zoo_and_hf_folder(tmp_path):
     runner = CliRunner()
     result = runner.invoke(app, ["analyze", "zoo:hf-bert", "--units", "heads,channels"])
     assert result.exit_code == 0 and "4 prunable groups of 6 (2 channels, 2 heads)" in result.output
-    result = runner.invoke(app, ["prune", "zoo:residual-cnn", "--target-macs", "0.5", "--out", str(tmp_path / "z")])
+    result = runner.invoke(app, ["prune", "zoo:residual-cnn", "--target", "0.5", "--out", str(tmp_path / "z")])
     assert result.exit_code == 0, result.output
     result = runner.invoke(app, ["load", str(tmp_path / "z"), "--base", "zoo:residual-cnn"])
     assert result.exit_code == 0 and "loaded" in result.output

@@ -3,11 +3,14 @@ import torch
 from torch import nn
 
 import secateur as sc
-from secateur.criteria import CRITERIA, NEEDS_DATA, UNITS_ONLY
+from secateur.criteria import CRITERIA as REGISTRY
 from secateur.unstructured import prunable_layers
 from tests.conftest import Residual, randomize_bn, zero_residual_channels
 
 X = torch.randn(8, 3, 8, 8)
+CRITERIA = sorted(REGISTRY)
+NEEDS_DATA = {n for n, c in REGISTRY.items() if c.needs}
+UNITS_ONLY = {n for n, c in REGISTRY.items() if c.units_only}
 CALIBRATION = [(torch.randn(8, 3, 8, 8), torch.randint(0, 5, (8,))) for _ in range(3)]
 
 
@@ -73,7 +76,7 @@ def test_nm_masks_have_exactly_n_nonzeros_in_every_group(n, m):
     linear = model[3].weight.detach().reshape(-1, m)
     for groups in (conv, linear):
         assert torch.all((groups != 0).sum(1) == n)
-    assert result.groups == (["5: skipped, input size 20 is not a multiple of 8"] if m == 8 else [])
+    assert result.skipped == ({"5": "input size 20 is not a multiple of 8"} if m == 8 else {})
     x = torch.randn(4, 8, 8, 8)
     sc.finetune(model, [(x, torch.randint(0, 6, (4,)))], epochs=2, lr=0.05, progress=False)
     assert torch.all((model[3].weight.detach().reshape(-1, m) != 0).sum(1) <= n)

@@ -19,7 +19,7 @@ def test_structured_round_trip_gives_identical_outputs(tmp_path):
     assert torch.equal(loaded(X), model(X))
     assert loaded.c1.out_channels == model.c1.out_channels and loaded.fc1.in_features == model.fc1.in_features
     manifest = json.loads((tmp_path / "m" / "manifest.json").read_text())
-    assert manifest["plan"] == result.plan.to_dict()
+    assert manifest["plans"] == [result.plan.to_dict()]
 
 
 def test_load_into_an_existing_instance(tmp_path):
@@ -82,11 +82,11 @@ def test_files_are_safetensors_and_json_only(tmp_path):
 
 
 def test_a_plan_replays_on_a_fresh_model_from_json():
-    from secateur.plan import Plan, apply_cuts
+    from secateur.plan import Plan
 
     model = randomize_bn(Residual())
     result = sc.prune(model, sc.Structured(sparsity=0.5, scope="global"), example_inputs=X)
     fresh = Residual()
-    apply_cuts(fresh, Plan.from_dict(json.loads(json.dumps(result.plan.to_dict()))))
+    sc.apply(fresh, Plan.from_dict(json.loads(json.dumps(result.plan.to_dict()))))
     assert [p.shape for p in fresh.parameters()] == [p.shape for p in model.parameters()]
     assert fresh.c1.out_channels == model.c1.out_channels and fresh(X).shape == (4, 5)

@@ -12,7 +12,7 @@ def test_sparsity_outside_range_is_rejected(bad):
 
 
 def test_structured_needs_exactly_one_of_sparsity_or_target():
-    with pytest.raises(sc.InvalidSparsityError, match="exactly one"):
+    with pytest.raises(sc.InvalidSparsityError, match="give one of"):
         sc.Structured()
     with pytest.raises(sc.InvalidSparsityError, match="not both"):
         sc.Structured(sparsity=0.5, target=0.5)

@@ -4,9 +4,9 @@ import pytest
 from typer.testing import CliRunner
 
 import secateur as sc
-import secateur.structured as structured
 from secateur.cli import app
 from secateur.counting import count_macs
+from secateur.planner import Planner
 
 
 @pytest.fixture
@@ -43,12 +43,11 @@ def test_latency_target_bisects_on_the_measured_latency(trained_cnn, data, monke
     """A stand-in latency (proportional to MACs) keeps the test deterministic; benchmarks time for real."""
     dense = count_macs(trained_cnn, (data.example,))
 
-    def fake_latency(model, plan, inputs, target):
-        pruned = copy.deepcopy(model)
-        structured.apply_cuts(pruned, plan)
-        return 10.0 * count_macs(pruned, inputs) / dense
+    def fake_latency(planner, plan, target):
+        pruned = sc.apply(copy.deepcopy(planner.model), plan, remember=False)
+        return 10.0 * count_macs(pruned, planner.inputs) / dense
 
-    monkeypatch.setattr(structured, "measured_latency", fake_latency)
+    monkeypatch.setattr(Planner, "latency_ms", fake_latency)
     result = sc.prune(trained_cnn, sc.Structured(target=sc.Latency(ms=4.0)), example_inputs=data.example)
     assert 3.0 < 10.0 * result.macs_after / result.macs_before <= 4.0
     with pytest.raises(sc.PruningError, match="out of reach"):
@@ -63,7 +62,7 @@ def test_ratios_validate():
 
 
 def test_cli_sensitivity_writes_table_and_plot(tmp_path):
-    result = CliRunner().invoke(app, ["sensitivity", "zoo:residual-cnn", "--ratios", "0.5", "--out", str(tmp_path)])
+    result = CliRunner().invoke(app, ["sensitivity", "zoo:residual-cnn", "--levels", "0.5", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "sensitivity.md").read_text().count("| block.0 |") == 1
     assert (tmp_path / "sensitivity.png").is_file() and (tmp_path / "sensitivity.json").is_file()

@@ -3,39 +3,109 @@
 >>> import torch, secateur as sc
 >>> net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
 >>> result = sc.prune(net, sc.Structured(sparsity=0.5), example_inputs=torch.randn(1, 8))
+>>> sc.analyze(net, torch.randn(1, 8)).prunable[0].size
+8
+
+Names are imported on first use, so ``import secateur`` (and the command line) starts fast.
 """
 
-__version__ = "0.1.0"
+from __future__ import annotations
 
-from .errors import (
-    GraphCaptureError,
-    InvalidSparsityError,
-    ModelFileError,
-    PruningError,
-    RecipeError,
-    SecateurError,
-    UnknownCriterionError,
-)
-from .evaluate import accuracy
-from .finetune import FinetuneResult, finetune
-from .graph import register_rule
-from .io import load, save
-from .llm import Magnitude, SparseGPT, Wanda, perplexity
-from .methods import Latency, Macs, Params, SemiStructured, Structured, Unstructured
-from .onnx_export import OnnxModel, export_onnx
-from .plan import Plan
-from .profile import Profile, profile
-from .prune import PruneResult, prune
-from .quant import quantize
-from .schedule import GradualPruning, iterative_prune
-from .sensitivity import Sensitivity, allocate, sensitivity
-from .structured import group_key
+import importlib
+from typing import TYPE_CHECKING, Any
 
-__all__ = [
-    "FinetuneResult", "GraphCaptureError", "InvalidSparsityError", "Latency", "Macs", "ModelFileError", "OnnxModel",
-    "Params", "Plan", "Profile", "PruneResult", "PruningError", "RecipeError", "SecateurError", "SemiStructured",
-    "Structured",
-    "UnknownCriterionError", "Unstructured", "__version__", "accuracy", "export_onnx", "finetune", "load",
-    "profile", "prune", "quantize", "register_rule", "save", "GradualPruning", "iterative_prune", "Sensitivity",
-    "allocate", "sensitivity", "group_key", "Magnitude", "SparseGPT", "Wanda", "perplexity",
-]
+__version__ = "0.2.0"
+
+_EXPORTS = {
+    "errors": ["GraphCaptureError", "InputError", "InvalidParameterError", "InvalidSparsityError",
+               "MissingDependencyError", "ModelFileError", "PruningError", "RecipeError", "SecateurError",
+               "UnknownCriterionError", "UnknownMethodError"],
+    "methods": ["Latency", "Macs", "Magnitude", "Method", "OneShot", "Params", "SemiStructured", "SparseGPT",
+                "Structured", "Unstructured", "Wanda", "register_method"],
+    "criteria": ["Criterion", "register_criterion"],
+    "pruning": ["prune"],
+    "results": ["PruneResult", "UnitReport"],
+    "handlers": ["register_handler"],
+    "plan": ["Plan", "apply"],
+    "planner": ["Planner"],
+    "analysis": ["Analysis", "analyze"],
+    "structured": ["group_key"],
+    "masks": ["unmask"],
+    "graph": ["register_rule"],
+    "io": ["load", "save"],
+    "training": ["FinetuneResult", "finetune"],
+    "schedule": ["GradualPruning", "iterative_prune"],
+    "allocation": ["Sensitivity", "allocate", "sensitivity"],
+    "evaluate": ["accuracy"],
+    "llm.corpus": ["perplexity"],
+    "onnx_export": ["OnnxModel", "export_onnx"],
+    "profiling": ["Profile", "profile"],
+    "quant": ["quantize"],
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_WHERE) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        try:  # a submodule: secateur.criteria, secateur.zoo, ...
+            return importlib.import_module(f".{name}", __name__)
+        except ModuleNotFoundError as err:
+            if err.name != f"{__name__}.{name}":
+                raise
+            raise AttributeError(f"module 'secateur' has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
+    from .allocation import Sensitivity, allocate, sensitivity
+    from .criteria import Criterion, register_criterion
+    from .errors import (
+        GraphCaptureError,
+        InputError,
+        InvalidParameterError,
+        InvalidSparsityError,
+        MissingDependencyError,
+        ModelFileError,
+        PruningError,
+        RecipeError,
+        SecateurError,
+        UnknownCriterionError,
+        UnknownMethodError,
+    )
+    from .evaluate import accuracy
+    from .graph import register_rule
+    from .handlers import register_handler
+    from .io import load, save
+    from .llm.corpus import perplexity
+    from .masks import unmask
+    from .methods import (
+        Latency,
+        Macs,
+        Magnitude,
+        Method,
+        OneShot,
+        Params,
+        SemiStructured,
+        SparseGPT,
+        Structured,
+        Unstructured,
+        Wanda,
+        register_method,
+    )
+    from .onnx_export import OnnxModel, export_onnx
+    from .plan import Plan, apply
+    from .planner import Planner
+    from .profiling import Profile, profile
+    from .pruning import prune
+    from .quant import quantize
+    from .results import PruneResult, UnitReport
+    from .schedule import GradualPruning, iterative_prune
+    from .structured import group_key
+    from .training import FinetuneResult, finetune

@@ -53,34 +53,42 @@ _CONFIG_FIELDS = {"heads": ("num_attention_heads", "n_head"), "kv_heads": ("num_
                   "ffn": ("intermediate_size", "n_inner")}
 
 
-def update_config(model: nn.Module) -> list[str]:
-    """Write new sizes into ``model.config`` where it can express them; return the sizes it cannot
-    (they vary by layer, or the config derives them). ``from_pretrained`` rebuilds the model only when
-    that list is empty; ``secateur.load`` always does, reading shapes from the weights file."""
+def config_changes(model: nn.Module) -> tuple[dict[str, object], list[str]]:
+    """The ``model.config`` fields that differ from the module shapes, and the sizes the config cannot
+    express (they vary by layer, or it derives them). Nothing is written."""
     config = getattr(model, "config", None)
     if config is None or not hasattr(config, "to_dict"):
-        return []
-    if hasattr(config, "head_dim") or any(hasattr(m, "q_proj") and hasattr(m, "head_dim") for m in model.modules()):
-        head_dim = next((m.head_dim for m in model.modules() if hasattr(m, "q_proj") and hasattr(m, "head_dim")), None)
-        if head_dim is not None:
-            config.head_dim = head_dim
+        return {}, []
+    changes: dict[str, object] = {}
+    head_dim = next((m.head_dim for m in model.modules() if hasattr(m, "q_proj") and hasattr(m, "head_dim")), None)
+    if head_dim is not None:
+        changes["head_dim"] = head_dim
     try:
         embeddings = model.get_input_embeddings()
     except (AttributeError, NotImplementedError):  # vision models have none
         embeddings = None
-    for field_name in ("hidden_size", "n_embd", "dim", "d_model"):
-        if isinstance(embeddings, nn.Embedding) and getattr(config, field_name, None) is not None:
-            setattr(config, field_name, embeddings.embedding_dim)
-            break
+    hidden = next((f for f in ("hidden_size", "n_embd", "dim", "d_model") if getattr(config, f, None) is not None),
+                  None)
+    if isinstance(embeddings, nn.Embedding) and hidden:
+        changes[hidden] = embeddings.embedding_dim
+    has_head_dim = "head_dim" in changes or getattr(config, "head_dim", None) is not None
     unexpressed = []
     for key, values in _layer_sizes(model).items():
         value = _uniform(values)
         fields = [f for f in _CONFIG_FIELDS[key] if getattr(config, f, None) is not None]
-        if key in ("heads", "kv_heads") and getattr(config, "head_dim", None) is None:
+        if key in ("heads", "kv_heads") and not has_head_dim:
             fields = []  # head size is derived as hidden / heads here: a new head count is not expressible
         if values and (value is None or not fields) and value != getattr(config, _CONFIG_FIELDS[key][0], value):
             unexpressed.append(key)
-        for field_name in fields:
-            if value is not None:
-                setattr(config, field_name, value)
+        changes.update({f: value for f in fields if value is not None})
+    return {k: v for k, v in changes.items() if getattr(config, k, None) != v}, unexpressed
+
+
+def update_config(model: nn.Module) -> list[str]:
+    """Write new sizes into ``model.config`` where it can express them; return the sizes it cannot.
+    ``from_pretrained`` rebuilds the model only when that list is empty; ``secateur.load`` always does,
+    replaying the plan."""
+    changes, unexpressed = config_changes(model)
+    for name, value in changes.items():
+        setattr(model.config, name, value)
     return unexpressed

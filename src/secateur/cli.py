@@ -1,19 +1,27 @@
-"""The ``secateur`` command."""
+"""The ``secateur`` command.
+
+Method options are not a second list: ``secateur prune MODEL --method NAME --OPTION VALUE ...`` accepts
+every field of the method class (``secateur methods`` lists them) and parses the values with the same
+schema as Python calls and recipes. Every error secateur raises on purpose exits with status 2 and
+one line that says what to do; torch is imported only by commands that need it.
+"""
 
 from __future__ import annotations
 
-import os
+import dataclasses
+import json
 from importlib import resources
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
-from .errors import SecateurError
+from .errors import InvalidParameterError, SecateurError
 
 app = typer.Typer(help="Prune PyTorch models: smaller and faster, measured.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
-console = Console()
+EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
+MODEL_HELP = "zoo:NAME, hf:FOLDER (a local Hugging Face model) or py:package.module:factory"
+METHOD_HELP = "Method name (see `secateur methods`); its options follow as --OPTION VALUE."
 
 
 def demo_recipe_path() -> Path:
@@ -21,19 +29,68 @@ def demo_recipe_path() -> Path:
     return Path(str(resources.files("secateur") / "recipes" / "demo.yaml"))
 
 
-def _run(recipe_path: Path, out: Path | None, quiet: bool) -> None:
+def _guard(fn, *args) -> None:
+    """Run a command body; a secateur error becomes one line on stderr and exit status 2."""
+    try:
+        fn(*args)
+    except SecateurError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+
+
+def option_pairs(tokens: list[str]) -> dict[str, str]:
+    """``["--round-to", "8", "--units=heads,channels"]`` -> ``{"round_to": "8", "units": "heads,channels"}``.
+
+    >>> option_pairs(["--round-to", "8", "--units=heads"])
+    {'round_to': '8', 'units': 'heads'}
+    """
+    options, i = {}, 0
+    while i < len(tokens):
+        token = tokens[i]
+        if not token.startswith("--") or token == "--":
+            raise InvalidParameterError(f"unexpected argument {token!r}; method options are written --OPTION VALUE")
+        key, eq, value = token[2:].partition("=")
+        if not eq:
+            if i + 1 >= len(tokens) or tokens[i + 1].startswith("--"):
+                raise InvalidParameterError(f"option --{key} needs a value, e.g. --{key} 0.5")
+            value, i = tokens[i + 1], i + 1
+        options[key.replace("-", "_")] = value
+        i += 1
+    return options
+
+
+def method_from_cli(name: str, tokens: list[str], default_sparsity: float | None = None):
+    """The method a command line describes, through the same schema as Python and recipes."""
+    from .methods import Method
+
+    options = option_pairs(tokens)
+    if name == "structured" and default_sparsity is not None and not {"sparsity", "target", "ratios"} & set(options):
+        options["sparsity"] = str(default_sparsity)
+    return Method.from_dict({"method": name, **options}, text=True, where=f"--method {name}")
+
+
+def _shape(text: str | None):
+    from .resolve import parse_shape
+
+    return parse_shape(text)
+
+
+def _threads() -> None:
+    import os
+
     import torch
 
-    from .pipeline import run_recipe
+    torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
+
+
+def _run(recipe_path: Path, out: Path | None, quiet: bool) -> None:
     from .recipe import LMRecipe, load_recipe
     from .report import print_table, write_report
 
-    torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
+    _threads()
     recipe = load_recipe(recipe_path)
     out = out or Path("runs") / recipe.name
     if isinstance(recipe, LMRecipe):
-        import json
-
         from .lm_pipeline import lm_markdown, run_lm_recipe
 
         report = run_lm_recipe(recipe, out, progress=not quiet)
@@ -41,18 +98,12 @@ def _run(recipe_path: Path, out: Path | None, quiet: bool) -> None:
         (out / "report.md").write_text(lm_markdown(report))
         typer.echo(lm_markdown(report))
         return
+    from .pipeline import run_recipe
+
     report = run_recipe(recipe, out, progress=not quiet)
     paths = write_report(report, out, with_plot=recipe.report.plot)
-    print_table(report, console)
-    console.print("wrote " + ", ".join(str(p) for p in paths))
-
-
-def _guard(fn, *args) -> None:
-    try:
-        fn(*args)
-    except SecateurError as err:
-        console.print(f"[red]error:[/red] {err}")
-        raise typer.Exit(2) from None
+    print_table(report)
+    typer.echo("wrote " + ", ".join(str(p) for p in paths))
 
 
 @app.command()
@@ -70,68 +121,73 @@ def run(recipe: Path = typer.Argument(..., help="A YAML recipe, e.g. examples/ml
     _guard(_run, recipe, out, quiet)
 
 
-def _method(sparsity: float | None, target_macs: float | None, target_params: float | None, units: str | None,
-            scope: str, round_to: int, criterion: str):
-    from .methods import Params, Structured
-
-    target = target_macs if target_macs is not None else Params(target_params) if target_params is not None else None
-    if sparsity is None and target is None:
-        sparsity = 0.5
-    return Structured(sparsity=sparsity, target=target, units=tuple(units.split(",")) if units else None,
-                      scope=scope, round_to=round_to, criterion=criterion)
-
-
-def _shape(text: str | None) -> tuple[int, ...] | None:
-    return tuple(int(v) for v in text.split(",")) if text else None
-
-
-MODEL_HELP = "zoo:NAME, hf:FOLDER (a local Hugging Face model) or py:package.module:factory"
-
-
 @app.command()
-def analyze(model: str = typer.Argument(..., help=MODEL_HELP),
-            units: str | None = typer.Option(None, help="Comma-separated units: channels,heads,hidden,groups."),
-            input_shape: str | None = typer.Option(None, help="For py: models, e.g. 1,3,32,32."),
-            weights: str | None = typer.Option(None, help="Weights for py: models (.safetensors).")) -> None:
-    """Pre-flight report: coupled groups, what would be pruned, and why anything is skipped."""
+def methods(name: str | None = typer.Argument(None, help="One method to describe.")) -> None:
+    """List the pruning methods with every option (and its default), and the criteria."""
 
     def work() -> None:
-        from .analyze import analyze as run_analysis
-        from .resolve import resolve
+        from .criteria import CRITERIA
+        from .methods import METHODS
+        from .schema import describe, hints
 
-        r = resolve(model, weights, _shape(input_shape))
-        method = _method(0.5, None, None, units, "layer", 1, "magnitude")
-        typer.echo(run_analysis(r.model, r.example_inputs, method).to_markdown())
+        chosen = {name: METHODS[name]} if name in METHODS else METHODS
+        if name is not None and name not in METHODS:
+            raise InvalidParameterError(f"unknown method {name!r}; choose one of {', '.join(sorted(METHODS))}")
+        for key, cls in sorted(chosen.items()):
+            typer.echo(f"{key}: {(cls.__doc__ or '').strip().splitlines()[0]}")
+            for field, hint in hints(cls).items():
+                default = cls.__dataclass_fields__[field].default
+                shown = "required" if default is dataclasses.MISSING else repr(default)
+                typer.echo(f"  --{field.replace('_', '-'):<12} {describe(hint)} (default {shown})")
+        typer.echo(f"criteria: {', '.join(sorted(CRITERIA))}")
 
     _guard(work)
 
 
-@app.command()
-def prune(model: str = typer.Argument(..., help=MODEL_HELP),
-          out: Path = typer.Option(..., help="Folder for the pruned model (safetensors + manifest)."),
-          sparsity: float | None = typer.Option(None, help="Fraction of each group's units to remove."),
-          target_macs: float | None = typer.Option(None, help="Keep this fraction of MACs instead."),
-          target_params: float | None = typer.Option(None, help="Keep this fraction of parameters instead."),
-          units: str | None = typer.Option(None, help="Comma-separated units: channels,heads,hidden,groups."),
-          scope: str = typer.Option("layer", help="layer or global."),
-          round_to: int = typer.Option(1, help="Keep unit counts at multiples of this."),
-          criterion: str = typer.Option("magnitude", help="Importance criterion."),
-          input_shape: str | None = typer.Option(None, help="For py: models, e.g. 1,3,32,32."),
-          weights: str | None = typer.Option(None, help="Weights for py: models (.safetensors).")) -> None:
-    """Prune a model structurally and save it; reload it with `secateur load OUT --base MODEL`."""
+def _resolve(model: str, weights: str | None, input_shape: str | None):
+    from .resolve import resolve
+
+    return resolve(model, weights, _shape(input_shape))
+
+
+@app.command(context_settings=EXTRA)
+def analyze(ctx: typer.Context, model: str = typer.Argument(..., help=MODEL_HELP),
+            method: str = typer.Option("structured", help=METHOD_HELP),
+            input_shape: str | None = typer.Option(None, help="For py: models, e.g. 1,3,32,32."),
+            weights: str | None = typer.Option(None, help="Weights for py: models (.safetensors).")) -> None:
+    """Pre-flight report: coupled groups, what would be pruned, and why anything is skipped; with method
+    options (e.g. --sparsity 0.3 --units heads), also the plan it would make. Nothing is changed."""
 
     def work() -> None:
-        import json
+        from .analysis import analyze as run_analysis
 
+        chosen = method_from_cli(method, ctx.args, 0.5) if ctx.args or method != "structured" else None
+        r = _resolve(model, weights, input_shape)
+        typer.echo(run_analysis(r.model, r.example_inputs, chosen).to_markdown())
+
+    _guard(work)
+
+
+@app.command(context_settings=EXTRA)
+def prune(ctx: typer.Context, model: str = typer.Argument(..., help=MODEL_HELP),
+          out: Path = typer.Option(..., help="Folder for the pruned model (weights + manifest) and prune.json."),
+          method: str = typer.Option("structured", help=METHOD_HELP),
+          input_shape: str | None = typer.Option(None, help="For py: models, e.g. 1,3,32,32."),
+          weights: str | None = typer.Option(None, help="Weights for py: models (.safetensors)."),
+          quiet: bool = typer.Option(False, help="No progress bars.")) -> None:
+    """Prune a model and save it, e.g. `secateur prune zoo:mlp --sparsity 0.5 --out runs/mlp`; reload it
+    with `secateur load OUT --base MODEL`. Structured pruning removes half of each group by default."""
+
+    def work() -> None:
         from .io import save
-        from .prune import prune as run_prune
-        from .resolve import resolve
+        from .pruning import prune as run_prune
 
-        r = resolve(model, weights, _shape(input_shape))
-        method = _method(sparsity, target_macs, target_params, units, scope, round_to, criterion)
-        result = run_prune(r.model, method, example_inputs=r.example_inputs)
-        save(r.model, out, plan=result.plan, metadata={"base": model})
-        (out / "prune.json").write_text(json.dumps(result.to_dict() | {"plan": None}, indent=1))
+        chosen = method_from_cli(method, ctx.args, 0.5)
+        _threads()
+        r = _resolve(model, weights, input_shape)
+        result = run_prune(r.model, chosen, example_inputs=r.example_inputs, progress=not quiet)
+        save(r.model, out, metadata={"base": model})
+        (out / "prune.json").write_text(json.dumps(result.to_dict(), indent=1))
         typer.echo(result.summary())
         typer.echo(f"wrote {out}")
 
@@ -148,12 +204,11 @@ def load(folder: Path = typer.Argument(..., help="A folder written by `secateur 
     def work() -> None:
         from .counting import count_macs, count_params
         from .io import load as run_load
-        from .resolve import resolve
 
-        r = resolve(base, weights, _shape(input_shape))
+        r = _resolve(base, weights, input_shape)
         model = run_load(folder, base=r.factory).eval()
         typer.echo(f"loaded {folder} onto {base}: params {count_params(r.model):,} -> {count_params(model):,}, "
-                      f"MACs {count_macs(r.model, r.example_inputs):,} -> {count_macs(model, r.example_inputs):,}")
+                   f"MACs {count_macs(r.model, r.example_inputs):,} -> {count_macs(model, r.example_inputs):,}")
 
     _guard(work)
 
@@ -162,39 +217,38 @@ def load(folder: Path = typer.Argument(..., help="A folder written by `secateur 
 def profile(model: str = typer.Argument(..., help=MODEL_HELP),
             input_shape: str | None = typer.Option(None, help="For py: models, e.g. 1,3,32,32."),
             weights: str | None = typer.Option(None, help="Weights for py: models (.safetensors)."),
-            runs: int = typer.Option(30, help="Timed runs (median reported).")) -> None:
+            runs: int = typer.Option(30, min=1, help="Timed runs (median reported).")) -> None:
     """Params, MACs, ONNX bytes and latency (torch, onnxruntime) of a model on its example inputs."""
 
     def work() -> None:
-        from .profile import profile as run_profile
-        from .resolve import resolve
+        from .profiling import profile as run_profile
 
-        r = resolve(model, weights, _shape(input_shape))
-        console.print(run_profile(r.model, r.example_inputs, runs=runs).to_dict())
+        r = _resolve(model, weights, input_shape)
+        typer.echo(json.dumps(run_profile(r.model, r.example_inputs, runs=runs).to_dict(), indent=1))
 
     _guard(work)
 
 
-@app.command()
-def sensitivity(model: str = typer.Argument(..., help=MODEL_HELP),
+@app.command(context_settings=EXTRA)
+def sensitivity(ctx: typer.Context, model: str = typer.Argument(..., help=MODEL_HELP),
                 out: Path = typer.Option(Path("runs/sensitivity"), help="Folder for the table, plot and JSON."),
-                ratios: str = typer.Option("0.25,0.5,0.75", help="Comma-separated ratios to try per group."),
-                units: str | None = typer.Option(None, help="Comma-separated units: channels,heads,hidden,groups."),
+                levels: str = typer.Option("0.25,0.5,0.75", help="Comma-separated fractions to try per group."),
+                method: str = typer.Option("structured", help="structured or unstructured; options follow."),
                 input_shape: str | None = typer.Option(None, help="For py: models, e.g. 1,3,32,32."),
-                weights: str | None = typer.Option(None, help="Weights for py: models (.safetensors).")) -> None:
-    """Quality against ratio for each prunable group, pruned alone (quality: output fidelity to the dense
-    model on its example inputs)."""
+                weights: str | None = typer.Option(None, help="Weights for py: models (.safetensors)."),
+                quiet: bool = typer.Option(False, help="No progress bars.")) -> None:
+    """Quality against pruned fraction for each prunable group (or layer), pruned alone (quality: output
+    fidelity to the dense model on its example inputs)."""
 
     def work() -> None:
-        import json
+        from .allocation import sensitivity as run_sensitivity
+        from .schema import coerce
 
-        from .resolve import resolve
-        from .sensitivity import sensitivity as run_sensitivity
-
-        r = resolve(model, weights, _shape(input_shape))
-        method = _method(0.0, None, None, units, "layer", 1, "magnitude")
-        result = run_sensitivity(r.model, method, example_inputs=r.example_inputs,
-                                 ratios=tuple(float(v) for v in ratios.split(",")))
+        chosen = method_from_cli(method, ctx.args or (["--sparsity", "0"] if method == "unstructured" else []), 0.0)
+        fractions = coerce(levels, tuple[float, ...], text=True)
+        r = _resolve(model, weights, input_shape)
+        result = run_sensitivity(r.model, chosen, example_inputs=r.example_inputs, ratios=fractions,
+                                 progress=not quiet)
         out.mkdir(parents=True, exist_ok=True)
         (out / "sensitivity.md").write_text(result.to_markdown())
         (out / "sensitivity.json").write_text(json.dumps(result.to_dict(), indent=1))
@@ -210,4 +264,4 @@ def version() -> None:
     """Print secateur's version."""
     from . import __version__
 
-    console.print(__version__)
+    typer.echo(__version__)

@@ -1,8 +1,10 @@
-"""Compact storage of sparse weights: a bitmask of the non-zeros plus their values, fp32 or int8
-(symmetric, one scale per output row, so zeros stay exactly zero), optionally entropy-coded (LZMA,
-standing in for the Huffman stage of Deep Compression, Han et al. 2016). In int8 mode the small
-float vectors (biases, norm parameters, the per-row scales) are stored as fp16. Decoding is exact:
-a tensor comes back bit for bit (``bitmask``) or as exactly the value it was stored as (``int8``).
+"""Exact sparse storage: a bitmask of the kept positions plus their values.
+
+A masked weight stores its *mask* as the bitmask (so ``load`` restores the very mask, whatever the
+values), an unmasked tensor that is mostly zeros stores its non-zeros; both are lossless. With
+``int8`` the values are also quantized (symmetric, one fp16 scale per output row, so zero stays
+exactly zero) and small float vectors are stored as fp16. Decoding gives back exactly what was
+stored. ``SPARSE_FROM``: the zero fraction from which an unmasked tensor is stored sparse.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ from typing import Literal
 import numpy as np
 import torch
 
-Mode = Literal["bitmask", "int8"]
-SPARSE_FROM = 0.25  # store a tensor as bitmask + values when at least this fraction is zero
+from .errors import ModelFileError
+
+Mode = Literal["auto", "int8"]
+SPARSE_FROM = 0.5
 
 
 def _row_scale(w: torch.Tensor) -> torch.Tensor:
@@ -32,43 +36,52 @@ def dequantize_rows(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return (q.reshape(q.shape[0], -1).float() * scale[:, None]).reshape(q.shape)
 
 
-def encode(name: str, t: torch.Tensor, mode: Mode) -> tuple[dict[str, torch.Tensor], dict]:
-    """Tensors to store for ``name`` and how to decode them."""
+def _positions(t: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor | None:
+    if keep is not None:
+        return keep.to(torch.bool)
+    nonzero = t != 0
+    return nonzero if t.numel() and 1 - float(nonzero.float().mean()) >= SPARSE_FROM else None
+
+
+def encode(name: str, t: torch.Tensor, mode: Mode = "auto", keep: torch.Tensor | None = None
+           ) -> tuple[dict[str, torch.Tensor], dict]:
+    """Tensors to store for ``name`` and how to decode them; ``keep`` is the tensor's mask, if masked."""
     t = t.detach().cpu().contiguous()
     meta = {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")}
-    weight = t.dim() >= 2 and t.is_floating_point()
-    if not weight:
-        if mode == "int8" and t.is_floating_point():
-            return {name: t.half()}, {**meta, "kind": "plain"}
-        return {name: t}, {**meta, "kind": "plain"}
+    if t.dim() < 2 or not t.is_floating_point():
+        small = mode == "int8" and t.is_floating_point()
+        return {name: t.half() if small else t}, {**meta, "encoding": "plain"}
     out: dict[str, torch.Tensor] = {}
+    values = t
     if mode == "int8":
-        q, scale = quantize_rows(t.float())
+        values, scale = quantize_rows(t.float())
         out[f"{name}::scale"] = scale.half()
-        values = q
-    else:
-        values = t
-    nonzero = t != 0
-    if 1 - float(nonzero.float().mean()) >= SPARSE_FROM:
-        out[f"{name}::mask"] = torch.from_numpy(np.packbits(nonzero.flatten().numpy()))
-        out[f"{name}::values"] = values.flatten()[nonzero.flatten()]
-        return out, {**meta, "kind": f"sparse-{mode}"}
-    out[f"{name}::values"] = values
-    return out, {**meta, "kind": f"dense-{mode}"}
+    positions = _positions(t, keep)
+    suffix = "-int8" if mode == "int8" else ""
+    if positions is None:
+        out[f"{name}::values"] = values
+        return out, {**meta, "encoding": f"dense{suffix}"}
+    out[f"{name}::bits"] = torch.from_numpy(np.packbits(positions.flatten().numpy()))
+    out[f"{name}::values"] = values.flatten()[positions.flatten()]
+    return out, {**meta, "encoding": f"bitmask{suffix}"}
 
 
-def decode(name: str, tensors: dict[str, torch.Tensor], meta: dict) -> torch.Tensor:
-    """The tensor ``encode`` stored under ``name``."""
-    shape, dtype = meta["shape"], getattr(torch, meta["dtype"])
-    if meta["kind"] == "plain":
-        return tensors[name].to(dtype)
-    values = tensors[f"{name}::values"]
-    if meta["kind"].startswith("sparse"):
-        numel = int(np.prod(shape))
-        mask = torch.from_numpy(np.unpackbits(tensors[f"{name}::mask"].numpy(), count=numel).astype(bool))
+def decode(name: str, stored: dict[str, torch.Tensor], meta: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The tensor ``encode`` stored under ``name``, and its kept positions (None when stored dense)."""
+    shape, dtype, encoding = meta["shape"], getattr(torch, meta["dtype"]), meta["encoding"]
+    if encoding == "plain":
+        return stored[name].to(dtype), None
+    values, positions = stored[f"{name}::values"], None
+    numel = int(np.prod(shape))
+    if encoding.startswith("bitmask"):
+        bits = np.unpackbits(stored[f"{name}::bits"].numpy(), count=numel).astype(bool)
+        positions = torch.from_numpy(bits)
+        if int(positions.sum()) != values.numel():
+            raise ModelFileError(f"{name}: the bitmask keeps {int(positions.sum())} positions but {values.numel()} "
+                                 "values are stored; the weights file is damaged")
         full = torch.zeros(numel, dtype=values.dtype)
-        full[mask] = values
-        values = full.reshape(shape)
-    if meta["kind"].endswith("int8"):
-        values = dequantize_rows(values.reshape(shape), tensors[f"{name}::scale"].float())
-    return values.reshape(shape).to(dtype)
+        full[positions] = values
+        values, positions = full, positions.reshape(shape)
+    if encoding.endswith("int8"):
+        values = dequantize_rows(values.reshape(shape), stored[f"{name}::scale"].float())
+    return values.reshape(shape).to(dtype), positions

@@ -1,16 +1,33 @@
-"""Exceptions raised by secateur. Each names the problem and says what to do next."""
+"""Exceptions raised by secateur. Each names the problem and says what to do next.
+
+Every error a user can cause is a :class:`SecateurError`; each subclass also inherits the builtin
+exception a caller would expect (``ValueError`` for a bad value, ``TypeError`` for a wrong kind of
+input), so ``except ValueError`` keeps working. The command line exits with status 2 on any of them.
+"""
 
 
 class SecateurError(Exception):
     """Base class of every error secateur raises on purpose."""
 
 
-class InvalidSparsityError(SecateurError, ValueError):
+class InvalidParameterError(SecateurError, ValueError):
+    """A method, criterion or option value that is not valid (the message names the field and the fix)."""
+
+
+class InvalidSparsityError(InvalidParameterError):
     """A sparsity or target outside its valid range."""
 
 
-class UnknownCriterionError(SecateurError, ValueError):
+class UnknownCriterionError(InvalidParameterError):
     """An importance criterion that is not registered."""
+
+
+class UnknownMethodError(InvalidParameterError):
+    """A pruning method name that is not registered."""
+
+
+class InputError(SecateurError, TypeError):
+    """Example inputs or calibration data of a kind secateur cannot use."""
 
 
 class RecipeError(SecateurError, ValueError):
@@ -19,6 +36,10 @@ class RecipeError(SecateurError, ValueError):
 
 class ModelFileError(SecateurError, FileNotFoundError):
     """A model folder, weights file or manifest that is missing or unreadable."""
+
+
+class MissingDependencyError(SecateurError, ImportError):
+    """An optional package needed for this feature is not installed."""
 
 
 class GraphCaptureError(SecateurError, RuntimeError):

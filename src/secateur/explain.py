@@ -24,9 +24,9 @@ def input_importance(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return (x.grad * x).abs().mean(0).detach()
 
 
-def kept_fractions(units: dict[str, dict]) -> dict[str, float]:
+def kept_fractions(units: dict) -> dict[str, float]:
     """Fraction of each group's units that survived, from ``PruneResult.units``."""
-    return {key: len(u["kept"]) / u["size"] for key, u in units.items()}
+    return {key: u.kept_fraction for key, u in units.items()}
 
 
 def plot_explanations(importance: torch.Tensor, kept: dict[str, float], path: str | Path) -> Path:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import platform
-import time
 from pathlib import Path
 
 import torch
@@ -11,11 +10,8 @@ import torch
 from . import __version__
 from .io import save
 from .llm import load_corpus, perplexity, windows
-from .llm.methods import Magnitude, SparseGPT, Wanda
-from .prune import prune
+from .pruning import prune
 from .recipe import LMRecipe
-
-METHODS = {"magnitude": Magnitude, "wanda": Wanda, "sparsegpt": SparseGPT}
 
 
 def _load(spec: str):
@@ -50,20 +46,18 @@ def run_lm_recipe(recipe: LMRecipe, out: str | Path, progress: bool = True) -> d
                            recipe.evaluation.windows) for name, t in ids.items() if name in recipe.evaluate_on}
 
     def measure(name: str, extra: dict) -> None:
-        stages.append({"name": name, "metrics": {**{f"perplexity[{k}]": perplexity(model, v) for k, v in evals.items()},
+        stages.append({"name": name, "metrics": {**{f"perplexity[{k}]": perplexity(model, v, progress=progress)
+                                                    for k, v in evals.items()},
                                                  "sample": _sample(model, tokenizer, recipe.prompt), **extra}})
 
     stages: list[dict] = []
     measure("dense", {})
     for step in recipe.steps:
         if step.kind == "prune":
-            cfg = step.prune
-            start = time.perf_counter()
-            result = prune(model, METHODS[cfg.method](sparsity=cfg.sparsity, pattern=cfg.pattern),
-                           calibration=calibration)
-            measure("pruned", {"seconds": time.perf_counter() - start, "sparsity_per_layer": result.plan.masks})
+            result = prune(model, step.prune.method, calibration=calibration, progress=progress)
+            measure("pruned", {"seconds": result.seconds, "sparsity_per_layer": result.plan.sparsity()})
         elif "safetensors" in step.export.formats:
-            save(model, out / "model", compress="bitmask")
+            save(model, out / "model")
     return {"secateur_version": __version__, "recipe": recipe.model_dump(), "stages": stages,
             "environment": {"torch": torch.__version__, "threads": torch.get_num_threads(),
                             "python": platform.python_version()},

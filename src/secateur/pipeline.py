@@ -12,28 +12,20 @@ from torch import nn
 
 from . import __version__
 from .counting import count_macs, count_nonzero_params, count_params
+from .errors import RecipeError
 from .evaluate import accuracy
 from .explain import input_importance, kept_fractions, plot_explanations
-from .finetune import finetune
 from .io import save
 from .latency import ort_latency_ms, torch_latency_ms
-from .methods import Macs, Params, Structured, Unstructured
 from .onnx_export import OnnxModel, export_onnx
-from .prune import PruneResult, prune
+from .pruning import prune
 from .quant import quantize
 from .recipe import FinetuneStep, PruneStep, QuantizeStep, Recipe
-from .zoo import Dataset, build_model, load_dataset
+from .results import PruneResult
+from .training import finetune
+from .zoo import Dataset, load_dataset
 
 STAGE_NAMES = {"prune": "pruned", "finetune": "finetuned", "quantize": "quantized"}
-
-
-def method_of(step: PruneStep) -> Structured | Unstructured:
-    """The pruning method a recipe step describes."""
-    if step.method == "unstructured":
-        return Unstructured(step.sparsity or 0.0, scope=step.scope, criterion=step.criterion, ignore=tuple(step.ignore))
-    target = Macs(step.target_macs) if step.target_macs else Params(step.target_params) if step.target_params else None
-    return Structured(sparsity=step.sparsity, target=target, criterion=step.criterion, scope=step.scope,
-                      round_to=step.round_to, ignore=tuple(step.ignore))
 
 
 class Run:
@@ -43,14 +35,14 @@ class Run:
         self.recipe, self.out, self.progress = recipe, out, progress
         torch.manual_seed(recipe.seed)
         self.data: Dataset = load_dataset(recipe.data, recipe.seed)
-        self.model: nn.Module = build_model(recipe.model.removeprefix("zoo:"))
+        self.model: nn.Module = _model_for(recipe, self.data)
         self.teacher: nn.Module | None = None
         self.stages: list[dict] = []
         self.prune_result: PruneResult | None = None
         self.importance_before: torch.Tensor | None = None
         batch = recipe.report.batch_size
-        reps = -(-batch // len(self.data.test.x))
-        self.bench_inputs = (self.data.test.x.repeat(reps, 1, 1, 1)[:batch].contiguous(),)
+        x = self.data.test.x
+        self.bench_inputs = (x.repeat(-(-batch // len(x)), *[1] * (x.dim() - 1))[:batch].contiguous(),)
 
     def _onnx_path(self, stage: str) -> Path:
         return self.out / "stages" / f"{stage}.onnx"
@@ -77,7 +69,10 @@ class Run:
 
     def do_prune(self, step: PruneStep) -> None:
         self.importance_before = input_importance(self.model, self.data.test.x)
-        self.prune_result = prune(self.model, method_of(step), example_inputs=self.data.example)
+        calibration = self.data.train.loader(64, shuffle=True, seed=self.recipe.seed)
+        batches = [b for _, b in zip(range(step.calibration_batches), calibration, strict=False)]
+        self.prune_result = prune(self.model, step.method, example_inputs=self.data.example, calibration=batches,
+                                  progress=self.progress)
         self.measure("pruned")
 
     def do_finetune(self, step: FinetuneStep) -> None:
@@ -115,7 +110,7 @@ class Run:
         after = input_importance(self.model, self.data.test.x)
         if self.recipe.report.plot:
             plot_explanations(after, kept, self.out / "importance.png")
-        return {"kept_fraction": kept, "units": self.prune_result.units,
+        return {"kept_fraction": kept, "units": self.prune_result.to_dict()["units"],
                 "input_importance_before": self.importance_before.squeeze().tolist(),
                 "input_importance_after": after.squeeze().tolist()}
 
@@ -139,6 +134,21 @@ def _torch_int8(model: nn.Module) -> nn.Module:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return torch.ao.quantization.quantize_dynamic(copy.deepcopy(model).eval(), {nn.Linear}, dtype=torch.qint8)
+
+
+def _model_for(recipe: Recipe, data: Dataset) -> nn.Module:
+    """The recipe's model, checked to accept the data's inputs."""
+    from .resolve import resolve
+
+    model = resolve(recipe.model, recipe.weights, tuple(data.example.shape)).model
+    try:
+        with torch.no_grad():
+            model.eval()(data.example)
+    except Exception as err:  # any failure: the model and the data do not fit together
+        raise RecipeError(f"model {recipe.model} does not accept {recipe.data}'s inputs of shape "
+                          f"{tuple(data.example.shape)} ({type(err).__name__}: {str(err)[:200]}); pick a model "
+                          "built for this data, e.g. zoo:digits-cnn for digits, zoo:mnist1d-cnn for mnist1d") from None
+    return model
 
 
 def run_recipe(recipe: Recipe, out: str | Path, progress: bool = True) -> dict:

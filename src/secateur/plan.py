@@ -1,25 +1,45 @@
-"""A pruning plan is data: which indices leave which tensor dimension, and which weights are masked.
+"""A pruning plan is data: whole blocks removed, indices cut from tensor dimensions, and keep-masks.
 
-It can be printed, saved as JSON, and replayed on a fresh model (``apply_plan``): that is how
-``secateur.load`` rebuilds pruned shapes before loading weights.
+It is what ``prune`` did, what ``analyze`` shows before anything changes, what ``save`` records and
+what ``load`` replays. ``apply(model, plan)`` is the one way a plan changes a model: ``prune``, dry
+runs, latency measurement and ``load`` all go through it. Every model a plan is applied to keeps its history of
+plans outside the model (``history``), so ``save(model, dir)`` records them without being told.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+import hashlib
+import weakref
 from dataclasses import dataclass, field
+from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
+
+from .adapters import sync_attention, update_config
+from .depth import remove_blocks
+from .errors import ModelFileError
+from .masks import apply_mask
+from .surgery import apply_cuts, owner
+
+FORMAT, VERSION = "secateur.plan", 1
+_HISTORY: weakref.WeakKeyDictionary[nn.Module, list[Plan]] = weakref.WeakKeyDictionary()
+
+
+def mask_digest(mask: torch.Tensor) -> str:
+    """SHA-256 of a keep-mask's shape and packed bits (a mask's identity in ``Plan.to_dict``)."""
+    bits = np.packbits(mask.detach().flatten().cpu().numpy().astype(bool)).tobytes()
+    return hashlib.sha256(repr(tuple(mask.shape)).encode() + bits).hexdigest()
 
 
 @dataclass
 class Plan:
-    """``cuts[tensor][dim]`` lists indices removed (original coordinates); ``masks[tensor]`` a sparsity;
-    ``blocks`` names whole blocks removed (numbered as before removal; cuts name tensors after it)."""
+    """``blocks``: whole blocks removed (named before removal); ``cuts[tensor][dim]``: indices removed
+    (coordinates after the blocks went); ``masks[tensor]``: boolean keep-masks of masked weights."""
 
     cuts: dict[str, dict[int, list[int]]] = field(default_factory=dict)
-    masks: dict[str, float] = field(default_factory=dict)
+    masks: dict[str, torch.Tensor] = field(default_factory=dict)
     blocks: list[str] = field(default_factory=list)
 
     def add_cut(self, tensor: str, dim: int, indices: list[int]) -> None:
@@ -30,93 +50,68 @@ class Plan:
     def is_empty(self) -> bool:
         return not any(i for dims in self.cuts.values() for i in dims.values()) and not self.masks and not self.blocks
 
-    def to_dict(self) -> dict:
-        cuts = {t: {str(d): i for d, i in dims.items() if i} for t, dims in self.cuts.items()}
-        return {"cuts": {t: d for t, d in cuts.items() if d}, "masks": dict(self.masks), "blocks": list(self.blocks)}
+    def sparsity(self) -> dict[str, float]:
+        """The fraction of each masked tensor that its mask zeroes."""
+        return {name: 1.0 - float(m.float().mean()) for name, m in self.masks.items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: blocks, cuts, and for each mask its shape, sparsity and digest (the bits live in
+        the weights file)."""
+        cuts = {t: {str(d): list(i) for d, i in dims.items() if i} for t, dims in self.cuts.items()}
+        masks = {n: {"shape": list(m.shape), "sparsity": round(1.0 - float(m.float().mean()), 8),
+                     "sha256": mask_digest(m)} for n, m in self.masks.items()}
+        return {"format": FORMAT, "version": VERSION, "blocks": list(self.blocks),
+                "cuts": {t: d for t, d in cuts.items() if d}, "masks": masks}
 
     @classmethod
-    def from_dict(cls, data: dict) -> Plan:
-        cuts = {t: {int(d): list(i) for d, i in dims.items()} for t, dims in data.get("cuts", {}).items()}
-        return cls(cuts=cuts, masks=dict(data.get("masks", {})), blocks=list(data.get("blocks", [])))
+    def from_dict(cls, data: dict[str, Any]) -> Plan:
+        """The blocks and cuts of a recorded plan (mask bits are not in the record: see ``load``)."""
+        if not isinstance(data, dict) or data.get("format", FORMAT) != FORMAT or data.get("version", 1) > VERSION:
+            raise ModelFileError(f"not a secateur plan of version <= {VERSION}: {str(data)[:120]}")
+        try:
+            cuts = {str(t): {int(d): [int(i) for i in idx] for d, idx in dims.items()}
+                    for t, dims in data.get("cuts", {}).items()}
+            return cls(cuts=cuts, blocks=[str(b) for b in data.get("blocks", [])])
+        except (AttributeError, TypeError, ValueError) as err:
+            raise ModelFileError(f"a recorded plan is malformed ({err}); the manifest is damaged") from None
 
 
-def _owner(model: nn.Module, tensor: str) -> tuple[nn.Module, str]:
-    path, _, leaf = tensor.rpartition(".")
-    module = model.get_submodule(path) if path else model
-    if leaf not in module._parameters and leaf not in module._buffers:
-        raise KeyError(f"{tensor!r} is not a parameter or buffer of the model")
-    return module, leaf
+def history(model: nn.Module) -> list[Plan]:
+    """The plans applied to ``model`` so far (by ``prune``, ``apply`` or ``load``), oldest first."""
+    return list(_HISTORY.get(model, []))
 
 
-def _keep_index(size: int, drop: list[int]) -> torch.Tensor:
-    keep = torch.ones(size, dtype=torch.bool)
-    keep[drop] = False
-    return keep.nonzero().flatten()
+def record(model: nn.Module, plan: Plan) -> None:
+    """Append ``plan`` to ``model``'s history."""
+    _HISTORY.setdefault(model, []).append(plan)
 
 
-def per_group(module: nn.Module) -> int | None:
-    """Channels per group of a grouped conv or GroupNorm, read before its tensors are sliced."""
-    if isinstance(module, nn.modules.conv._ConvNd) and module.groups > 1:
-        return module.out_channels // module.groups
-    if isinstance(module, nn.GroupNorm):
-        return module.num_channels // module.num_groups
-    return None
+def forget(model: nn.Module) -> None:
+    """Clear ``model``'s history (e.g. after ``unmask`` or before reusing an instance as a fresh base)."""
+    _HISTORY.pop(model, None)
 
 
-def sync_module_attributes(module: nn.Module, per_group: int | None = None) -> None:
-    """Make a module's size attributes agree with its (sliced) tensors."""
-    w = module._parameters.get("weight")
-    if isinstance(module, nn.RNNBase):
-        module.hidden_size = module.weight_hh_l0.shape[1]
-        module.input_size = module.weight_ih_l0.shape[1]
-        module._init_flat_weights()
-    elif w is None:
-        return
-    elif isinstance(module, nn.modules.conv._ConvNd):
-        if per_group:
-            module.groups = w.shape[0] // per_group
-        if module.transposed:
-            module.in_channels, module.out_channels = w.shape[0], w.shape[1] * module.groups
-        else:
-            module.out_channels, module.in_channels = w.shape[0], w.shape[1] * module.groups
-    elif isinstance(module, nn.Linear):
-        module.out_features, module.in_features = w.shape
-    elif isinstance(module, nn.GroupNorm):
-        module.num_groups, module.num_channels = w.shape[0] // (per_group or 1), w.shape[0]
-    elif isinstance(module, nn.modules.batchnorm._NormBase):
-        module.num_features = w.shape[0]
-    elif isinstance(module, nn.LayerNorm | getattr(nn, "RMSNorm", nn.LayerNorm)):
-        module.normalized_shape = tuple(w.shape)
-    elif isinstance(module, nn.Embedding):
-        module.num_embeddings, module.embedding_dim = w.shape
-    elif type(module).__name__ == "Conv1D" and hasattr(module, "nf"):  # Hugging Face GPT-2 style
-        module.nf = w.shape[1]
+def apply(model: nn.Module, plan: Plan, *, remember: bool = True) -> nn.Module:
+    """Remove ``plan``'s blocks, slice its cuts (attention bookkeeping and the Hugging Face config
+    follow), and mask its masked weights; in place. ``remember`` records the plan in the model's
+    history, which ``save`` writes.
 
-
-def tensor_owners(model: nn.Module) -> dict[int, list[tuple[nn.Module, str]]]:
-    """Every (module, attribute) that holds each tensor, so tied tensors are replaced everywhere."""
-    owners: dict[int, list[tuple[nn.Module, str]]] = defaultdict(list)
-    for module in model.modules():
-        for leaf, t in [*module._parameters.items(), *module._buffers.items()]:
-            if t is not None:
-                owners[id(t)].append((module, leaf))
-    return owners
-
-
-def apply_cuts(model: nn.Module, plan: Plan) -> None:
-    """Slice every tensor named in ``plan.cuts`` (new tensors; nothing edited in place)."""
-    owners = tensor_owners(model)
-    touched: dict[nn.Module, int | None] = {}
-    for tensor, dims in plan.cuts.items():
-        module, leaf = _owner(model, tensor)
-        old = getattr(module, leaf)
-        new = old.detach()
-        for dim, drop in sorted(dims.items()):
-            if drop:
-                new = new.index_select(dim, _keep_index(old.shape[dim], drop).to(new.device))
-        new = nn.Parameter(new.clone(), requires_grad=old.requires_grad) if leaf in module._parameters else new.clone()
-        for holder, name in owners[id(old)]:
-            (holder._parameters if name in holder._parameters else holder._buffers)[name] = new
-            touched.setdefault(holder, per_group(holder))
-    for module, channels_per_group in touched.items():
-        sync_module_attributes(module, channels_per_group)
+    >>> import torch, secateur as sc
+    >>> net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    >>> plan = sc.Plan(cuts={"0.weight": {0: [0, 1]}, "0.bias": {0: [0, 1]}, "2.weight": {1: [0, 1]}})
+    >>> apply(net, plan)[0].out_features
+    6
+    """
+    if plan.blocks:
+        remove_blocks(model, plan.blocks)
+    if plan.cuts:
+        apply_cuts(model, plan.cuts)
+    if plan.blocks or plan.cuts:
+        sync_attention(model)
+        update_config(model)
+    for name, keep in plan.masks.items():
+        module, leaf = owner(model, name)
+        apply_mask(module, keep, leaf)
+    if remember:
+        record(model, plan)
+    return model

@@ -1,26 +1,41 @@
-"""Progress bars for long work (rich), switched off in tests and when output is not a terminal."""
+"""Progress bars for long work (rich), drawn only when the output is a terminal."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
-
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 T = TypeVar("T")
 
 
-def progress_bar(items: Iterable[T], label: str, enabled: bool = True, total: int | None = None) -> Iterator[T]:
-    """Yield ``items`` while showing a bar labelled ``label``.
+def interactive() -> bool:
+    """True when standard error is a terminal (bars are pointless in logs, pipes and CI)."""
+    return bool(getattr(sys.stderr, "isatty", lambda: False)())
 
-    >>> list(progress_bar([1, 2], "demo", enabled=False))
+
+def progress_bar(items: Iterable[T], label: str, enabled: bool = True, total: int | None = None) -> Iterator[T]:
+    """Yield ``items`` while showing a bar labelled ``label`` (only if ``enabled`` and on a terminal).
+
+    >>> list(progress_bar([1, 2], "demo"))
     [1, 2]
     """
-    if not enabled:
+    if not (enabled and interactive()):
         yield from items
         return
-    columns = (TextColumn("{task.description:<14}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, transient=False) as bar:
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (TextColumn("{task.description:<14}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
         task = bar.add_task(label, total=total if total is not None else _len(items))
         for item in items:
             yield item

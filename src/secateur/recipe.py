@@ -7,59 +7,82 @@ and lists the valid keys or choices.
 from __future__ import annotations
 
 import os
+import re
 import typing
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator, model_validator
 
-from .criteria import CRITERIA
-from .errors import ModelFileError, RecipeError
+from .errors import ModelFileError, RecipeError, SecateurError
+
+MAX_BYTES = 1 << 20
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _method(value: Any, step_keys: tuple[str, ...]) -> Any:
+    """A prune step's mapping -> the method object (the same classes Python uses); step keys stay aside."""
+    if not isinstance(value, dict):
+        raise ValueError(f"a prune step is a mapping with a method: key, e.g. {{method: structured, sparsity: 0.5}}; "
+                         f"got {type(value).__name__}")
+    from .methods import Method
+
+    options = {k: v for k, v in value.items() if k not in step_keys}
+    try:
+        return Method.from_dict(options, where="prune")
+    except SecateurError as err:
+        raise ValueError(str(err).removeprefix("prune: ")) from None
+
+
+class _PruneStep(_Strict):
+    """``method:`` names a registered method; every other key is one of its options."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+    method: Any
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parse(cls, value: Any) -> Any:
+        step_keys = tuple(k for k in cls.model_fields if k != "method")
+        step = {k: v for k, v in value.items() if k in step_keys} if isinstance(value, dict) else {}
+        return {"method": _method(value, step_keys), **step}
+
+    @field_serializer("method")
+    def _dump(self, method: Any) -> dict:
+        return method.to_dict()
+
+
+class PruneStep(_PruneStep):
+    """A prune step of a recipe; ``calibration_batches`` training batches feed data-driven criteria."""
+
+    calibration_batches: int = Field(8, ge=1)
+
+
 class Train(_Strict):
     """Dense training before pruning (for zoo models, which start untrained)."""
 
-    epochs: int = 8
-    lr: float = 3e-3
-    batch_size: int = 64
-
-
-class PruneStep(_Strict):
-    method: Literal["structured", "unstructured"]
-    sparsity: float | None = None
-    target_macs: float | None = None
-    target_params: float | None = None
-    scope: Literal["layer", "global"] = "layer"
-    criterion: str = "magnitude"
-    round_to: int = 1
-    ignore: list[str] = []
-
-    @field_validator("criterion")
-    @classmethod
-    def _known(cls, v: str) -> str:
-        if v not in CRITERIA:
-            raise ValueError(f"unknown criterion {v!r}; choose one of {', '.join(CRITERIA)}")
-        return v
+    epochs: int = Field(8, ge=0)
+    lr: float = Field(3e-3, gt=0)
+    batch_size: int = Field(64, ge=1)
 
 
 class FinetuneStep(_Strict):
-    epochs: int = 5
-    lr: float = 1e-3
-    batch_size: int = 64
+    epochs: int = Field(5, ge=0)
+    lr: float = Field(1e-3, gt=0)
+    batch_size: int = Field(64, ge=1)
     distill: bool = True
-    temperature: float = 4.0
-    alpha: float = 0.7
+    temperature: float = Field(4.0, gt=0)
+    alpha: float = Field(0.7, ge=0, le=1)
 
 
 class QuantizeStep(_Strict):
     mode: Literal["int8"] = "int8"
-    calibration_batches: int = 8
+    calibration_batches: int = Field(8, ge=1)
 
 
 class ExportStep(_Strict):
@@ -95,50 +118,67 @@ class Step(_OneKey):
 
 
 class Report(_Strict):
-    batch_size: int = 256
-    runs: int = 30
+    batch_size: int = Field(256, ge=1)
+    runs: int = Field(30, ge=1)
     plot: bool = True
 
 
+def _name(value: str) -> str:
+    if not NAME.fullmatch(value) or value in (".", ".."):
+        raise ValueError(f"name {value!r} must be a plain name (letters, digits, '.', '_', '-'; no path): it names "
+                         "the output folder runs/<name>")
+    return value
+
+
 class Recipe(_Strict):
-    """A whole run. ``model`` is ``zoo:NAME``; ``data`` names an offline data set."""
+    """A whole run. ``model`` is ``zoo:NAME``, ``hf:FOLDER`` or ``py:module:factory``; ``data`` names an
+    offline data set or a ``.npz`` file of your own (arrays ``x``, ``y`` or ``x_train``, ``y_train``,
+    ``x_test``, ``y_test``)."""
 
     name: str = "run"
     model: str
+    weights: str | None = None
     data: str = "digits"
     seed: int = 0
     train: Train | None = Train()
     steps: list[Step]
     report: Report = Report()
 
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, v: str) -> str:
+        return _name(v)
+
     @field_validator("model")
     @classmethod
     def _model(cls, v: str) -> str:
-        from .zoo import MODELS
+        from .resolve import check_spec
 
-        if not v.startswith("zoo:") or v[4:] not in MODELS:
-            raise ValueError(f"unknown model {v!r}; choose one of {', '.join('zoo:' + m for m in MODELS)}")
-        return v
+        return _checked(check_spec, v)
 
     @field_validator("data")
     @classmethod
     def _data(cls, v: str) -> str:
-        from .zoo import DATASETS
+        from .zoo import check_data
 
-        if v not in DATASETS:
-            raise ValueError(f"unknown data set {v!r}; choose one of {', '.join(DATASETS)}")
-        return v
+        return _checked(check_data, v)
+
+
+def _checked(check: Any, value: str) -> str:
+    try:
+        check(value)
+    except SecateurError as err:
+        raise ValueError(str(err)) from None
+    return value
 
 
 class Windows(_Strict):
-    windows: int = 32
-    length: int = 512
+    windows: int = Field(32, ge=1)
+    length: int = Field(512, ge=2)
 
 
-class LMPruneStep(_Strict):
-    method: Literal["magnitude", "wanda", "sparsegpt"]
-    sparsity: float = 0.5
-    pattern: str = "unstructured"
+class LMPruneStep(_PruneStep):
+    """A one-shot language-model prune step: ``method`` names any method, e.g. wanda or sparsegpt."""
 
 
 class LMStep(_OneKey):
@@ -149,7 +189,8 @@ class LMStep(_OneKey):
 
 
 class LMRecipe(_Strict):
-    """One-shot pruning of a causal language model, measured by perplexity on held-out text."""
+    """Pruning of a causal language model, measured by perplexity on held-out text. ``data`` and each of
+    ``evaluate_on`` name a shipped corpus or a UTF-8 text file of your own."""
 
     task: Literal["language-model"]
     name: str = "lm"
@@ -161,12 +202,35 @@ class LMRecipe(_Strict):
     prompt: str = "def read_config(path):\n    \"\"\""
     steps: list[LMStep]
 
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, v: str) -> str:
+        return _name(v)
+
     @field_validator("model")
     @classmethod
     def _lm(cls, v: str) -> str:
         if v != "llm:smollm2" and not v.startswith("hf:"):
             raise ValueError(f"unknown model {v!r}; choose llm:smollm2 or hf:FOLDER (a local causal LM)")
+        if v.startswith("hf:"):
+            from .resolve import check_spec
+
+            return _checked(check_spec, v)
         return v
+
+    @field_validator("data")
+    @classmethod
+    def _text(cls, v: str) -> str:
+        from .llm.corpus import check_text
+
+        return _checked(check_text, v)
+
+    @field_validator("evaluate_on")
+    @classmethod
+    def _texts(cls, v: list[str]) -> list[str]:
+        from .llm.corpus import check_text
+
+        return [_checked(check_text, t) for t in v]
 
 
 def _model_at(loc: tuple, root: type[BaseModel] = None) -> type[BaseModel] | None:
@@ -206,15 +270,23 @@ def parse_recipe(data: dict) -> Recipe | LMRecipe:
         return schema.model_validate(data)
     except ValidationError as err:
         raise RecipeError(_explain(err, schema)) from None
+    except RecursionError:
+        raise RecipeError("the recipe is nested too deeply") from None
 
 
 def load_recipe(path: str | os.PathLike) -> Recipe | LMRecipe:
-    """Read and validate a YAML recipe file."""
+    """Read and validate a YAML recipe file (UTF-8, at most 1 MiB, checked before parsing)."""
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"no recipe file at {path}; see examples/ for working recipes")
+    if path.stat().st_size > MAX_BYTES:
+        raise RecipeError(f"{path} is {path.stat().st_size:,} bytes; a recipe is at most {MAX_BYTES:,} bytes")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise RecipeError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start})") from None
     except yaml.YAMLError as err:
         raise RecipeError(f"{path} is not valid YAML: {err}") from None
+    except RecursionError:
+        raise RecipeError(f"{path} is nested too deeply to be a recipe") from None
     return parse_recipe(data)

@@ -41,7 +41,7 @@ def to_markdown(report: dict) -> str:
                   "importance in importance.png):", *(f"- `{k}`: {v:.0%}" for k, v in kept.items())]
     if report.get("prune"):
         p = report["prune"]
-        lines += ["", f"Pruned with `{p['method']['name']}`: {len(p['groups'])} coupled groups considered."]
+        lines += ["", f"Pruned with `{p['method']['method']}`: {len(p['groups'])} coupled groups considered."]
         lines += [f"- `{g}`" for g in p["groups"]]
     env = report["environment"]
     lines += ["", f"torch {env['torch']}, {env['threads']} threads, {env['machine']}, Python {env['python']}."]

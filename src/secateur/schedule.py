@@ -9,15 +9,17 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from .masks import apply_mask
+from .errors import InvalidParameterError
 from .methods import Latency, SemiStructured, Structured, Unstructured
+from .plan import Plan, apply
 from .statistics import tensor_name
 from .unstructured import unstructured_masks
 
 if TYPE_CHECKING:
-    from .prune import PruneResult
+    from .pruning import PruneResult
 
 
 def cubic_sparsity(step: int, final: float, start: int, end: int, initial: float = 0.0) -> float:
@@ -27,7 +29,7 @@ def cubic_sparsity(step: int, final: float, start: int, end: int, initial: float
     (0.0, 0.7875, 0.9)
     """
     if end <= start:
-        raise ValueError(f"end={end} must come after start={start}")
+        raise InvalidParameterError(f"end={end} must come after start={start}")
     t = min(max(step, start), end)
     return final + (initial - final) * (1 - (t - start) / (end - start)) ** 3
 
@@ -40,7 +42,7 @@ def iterative_sparsities(final: float, rounds: int) -> list[float]:
     [0.5, 0.75]
     """
     if rounds < 1:
-        raise ValueError(f"rounds={rounds} must be at least 1")
+        raise InvalidParameterError(f"rounds={rounds} must be at least 1")
     return [1 - (1 - final) ** (r / rounds) for r in range(1, rounds + 1)]
 
 
@@ -64,7 +66,7 @@ class GradualPruning:
 
     def __post_init__(self) -> None:
         if isinstance(self.method, SemiStructured):
-            raise ValueError("N:M patterns are reached in one step; use Unstructured for gradual schedules")
+            raise InvalidParameterError("N:M patterns are reached in one step; use Unstructured for gradual schedules")
         cubic_sparsity(self.start, self.method.sparsity, self.start, self.end)  # validates start < end
 
     def due(self, step: int) -> bool:
@@ -77,8 +79,7 @@ class GradualPruning:
             return
         sparsity = cubic_sparsity(step, self.method.sparsity, self.start, self.end)
         with torch.no_grad():
-            for name, mask in unstructured_masks(model, replace(self.method, sparsity=sparsity)).items():
-                apply_mask(model.get_submodule(name), mask)
+            apply(model, Plan(masks=unstructured_masks(model, replace(self.method, sparsity=sparsity))), remember=False)
             self.history.append((step, sparsity))
             if step == self.end and self._rewind_state is not None:  # masked weights stay zero: mask * original
                 for n, p in model.named_parameters():
@@ -86,23 +87,31 @@ class GradualPruning:
 
 
 def iterative_prune(model: nn.Module, method: Unstructured | Structured, rounds: int,
-                    recover: Callable[[nn.Module], object], **prune_kwargs) -> list[PruneResult]:
+                    recover: Callable[[nn.Module], object], example_inputs: object = None, calibration: object = None,
+                    loss_fn: Callable = F.cross_entropy, progress: bool = True) -> list[PruneResult]:
     """Prune in ``rounds`` steps to ``method``'s sparsity (or target), calling ``recover(model)`` (your
     fine-tuning) after each. The kept fraction falls geometrically, by the same factor each round.
+    Structured rounds share one :class:`~secateur.planner.Planner` session: the graph is captured once
+    and renumbered after each round; units are re-scored on the recovered weights.
     """
-    from .prune import prune
+    from .planner import Planner
+    from .pruning import prune
 
-    if isinstance(method, Structured) and isinstance(method.target, Latency):
-        raise ValueError("iterative rounds take a sparsity, Macs or Params target; a latency budget is one-shot")
+    if isinstance(method, Structured) and (isinstance(method.target, Latency) or "blocks" in (method.units or ())):
+        raise InvalidParameterError("iterative rounds take a sparsity, Macs or Params target over width units; a "
+                                    "latency budget or block removal is one-shot")
     if isinstance(method, Unstructured):  # masks accumulate: each round asks for the cumulative sparsity
         steps = [replace(method, sparsity=s) for s in iterative_sparsities(method.sparsity, rounds)]
     elif method.target is not None:  # each round keeps the same fraction of what the last one left
         steps = [replace(method, target=type(method.target)(method.target.fraction ** (1 / rounds)))] * rounds
     else:
         steps = [replace(method, sparsity=1 - (1 - method.sparsity) ** (1 / rounds))] * rounds
+    planner = Planner(model, method, example_inputs, calibration, loss_fn) if isinstance(method, Structured) else None
     results = []
     for step in steps:
-        results.append(prune(model, step, **prune_kwargs))
+        results.append(prune(model, step, example_inputs, calibration, loss_fn, progress, planner=planner))
+        if planner is not None:
+            planner.commit(results[-1].plan)
         recover(model)
     return results
 

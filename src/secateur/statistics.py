@@ -1,15 +1,18 @@
-"""Calibration statistics for the data-driven criteria: gradients (taylor, hessian) and the L2 norm of
-every input feature of each Linear and ungrouped Conv (activation; other layers fall back to ``|w|``)."""
+"""Calibration statistics for data-driven criteria: gradients (``grad``: summed, ``grad_sq``: mean squared)
+and the L2 norm of every input feature of each Linear and ungrouped Conv (``input_norm``)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from .criteria import Criterion
 from .errors import PruningError
+from .inputs import Batch
+from .loss import LossFn, batch_loss
+from .progress import progress_bar
 from .transaction import eval_mode
 
 Stats = dict[str, dict[str, torch.Tensor]]
@@ -20,18 +23,15 @@ def tensor_name(param_name: str) -> str:
     return param_name.replace("parametrizations.", "").replace(".original", "")
 
 
-def _gradients(model: nn.Module, batches: Iterable, loss_fn: Callable) -> Stats:
+def _gradients(model: nn.Module, batches: Iterable[Batch], loss_fn: LossFn, progress: bool) -> Stats:
     grads: dict[str, torch.Tensor] = {}
     squares: dict[str, torch.Tensor] = {}
     count = 0
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     with eval_mode(model):
-        for batch in batches:
-            if not isinstance(batch, list | tuple) or len(batch) != 2:
-                raise PruningError("gradient criteria need calibration batches of (inputs, targets)")
-            x, y = batch
+        for batch in progress_bar(batches, "gradients", enabled=progress):
             model.zero_grad(set_to_none=True)
-            loss_fn(model(x), y).backward()
+            batch_loss(model, batch, loss_fn)[0].backward()
             for n, p in params.items():
                 if p.grad is not None:
                     grads[n] = grads.get(n, 0) + p.grad.detach()
@@ -41,9 +41,13 @@ def _gradients(model: nn.Module, batches: Iterable, loss_fn: Callable) -> Stats:
     return {tensor_name(n): {"grad": grads[n], "grad_sq": squares[n] / max(count, 1)} for n in grads}
 
 
-def _input_norms(model: nn.Module, batches: Iterable) -> Stats:
+def _hookable(module: nn.Module) -> bool:
+    return isinstance(module, nn.Linear) or (isinstance(module, nn.modules.conv._ConvNd) and module.groups == 1
+                                             and not module.transposed)
+
+
+def _input_norms(model: nn.Module, batches: Iterable[Batch], progress: bool) -> Stats:
     sums: dict[str, torch.Tensor] = {}
-    hooks = []
 
     def hook(name: str, module: nn.Module):
         def fn(_, args):
@@ -55,29 +59,30 @@ def _input_norms(model: nn.Module, batches: Iterable) -> Stats:
             sums[name] = sums.get(name, 0) + s
         return fn
 
-    for name, m in model.named_modules():
-        if isinstance(m, nn.Linear) or isinstance(m, nn.modules.conv._ConvNd) and m.groups == 1 and not m.transposed:
-            hooks.append(m.register_forward_pre_hook(hook(f"{name}.weight" if name else "weight", m)))
+    hooks = [m.register_forward_pre_hook(hook(f"{n}.weight" if n else "weight", m))
+             for n, m in model.named_modules() if _hookable(m)]
     try:
         with torch.no_grad(), eval_mode(model):
-            for batch in batches:
-                x = batch[0] if isinstance(batch, list | tuple) else batch
-                model(x)
+            for batch in progress_bar(batches, "activations", enabled=progress):
+                batch.inputs.call(model)
     finally:
         for h in hooks:
             h.remove()
     return {n: {"input_norm": s.sqrt()} for n, s in sums.items()}
 
 
-def collect_statistics(model: nn.Module, criterion: str, calibration: Iterable | None,
-                       loss_fn: Callable = F.cross_entropy) -> Stats:
-    """Statistics ``criterion`` needs from ``calibration`` batches (none for weight-only criteria)."""
-    from .criteria import NEEDS_DATA
-
-    if criterion not in NEEDS_DATA:
+def collect_statistics(model: nn.Module, criterion: Criterion, batches: list[Batch], loss_fn: LossFn,
+                       progress: bool = False) -> Stats:
+    """The statistics ``criterion`` needs, from calibration ``batches`` (none for weight-only criteria)."""
+    if not criterion.needs:
         return {}
-    if calibration is None:
-        raise PruningError(f"criterion {criterion!r} needs calibration=... (batches of inputs, or of "
+    if not batches:
+        raise PruningError(f"criterion {criterion.name!r} needs calibration=... (batches of inputs, or of "
                            "(inputs, targets) for gradients); or choose a weight-only criterion such as 'l2'")
-    batches = list(calibration)
-    return _input_norms(model, batches) if criterion == "activation" else _gradients(model, batches, loss_fn)
+    stats: Stats = {}
+    if "input_norm" in criterion.needs:
+        stats = _input_norms(model, batches, progress)
+    if criterion.needs & {"grad", "grad_sq"}:
+        for name, values in _gradients(model, batches, loss_fn, progress).items():
+            stats.setdefault(name, {}).update(values)
+    return stats

@@ -1,7 +1,7 @@
-"""One-shot pruning of language models: magnitude, Wanda and SparseGPT, layer by layer."""
+"""One-shot pruning of language models (the engine behind ``Magnitude``, ``Wanda``, ``SparseGPT`` and any
+``OneShot`` method), the shipped offline corpora, token windows and perplexity."""
 
 from .corpus import load_corpus, perplexity, windows
-from .layerwise import prune_layerwise
-from .methods import Magnitude, SparseGPT, Wanda
+from .engine import decoder_layers, run_oneshot
 
-__all__ = ["Magnitude", "SparseGPT", "Wanda", "load_corpus", "perplexity", "prune_layerwise", "windows"]
+__all__ = ["decoder_layers", "load_corpus", "perplexity", "run_oneshot", "windows"]

@@ -19,6 +19,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..errors import InvalidParameterError, ModelFileError
+from ..progress import progress_bar
 from ..transaction import eval_mode
 
 CORPORA = {"stdlib-docstrings": "stdlib_docstrings.txt", "python-reference": "python_reference.txt"}
@@ -51,10 +53,21 @@ def build_reference() -> str:
     return "\n\n".join(topics[k] for k in sorted(topics))
 
 
+def check_text(name: str) -> str:
+    """``name`` if it is a shipped corpus or an existing text file, else a named error."""
+    if name in CORPORA or Path(name).is_file():
+        return name
+    raise ModelFileError(f"unknown text {name!r}; choose one of {', '.join(CORPORA)} or give a UTF-8 text file")
+
+
 def load_corpus(name: str = "stdlib-docstrings") -> str:
-    """A shipped text by name (``stdlib-docstrings`` or ``python-reference``)."""
+    """A shipped text by name (``stdlib-docstrings`` or ``python-reference``), or a UTF-8 text file."""
+    check_text(name)
     if name not in CORPORA:
-        raise KeyError(f"unknown corpus {name!r}; choose one of {', '.join(CORPORA)}")
+        try:
+            return Path(name).read_text(encoding="utf-8")
+        except UnicodeDecodeError as err:
+            raise ModelFileError(f"{name} is not UTF-8 text ({err.reason} at byte {err.start})") from None
     return (resources.files("secateur") / "data" / CORPORA[name]).read_text(encoding="utf-8")
 
 
@@ -66,16 +79,16 @@ def windows(ids: torch.Tensor, length: int, count: int, start: int = 0) -> torch
     """
     needed = start + length * count
     if needed > ids.numel():
-        raise ValueError(f"{count} windows of {length} from token {start} need {needed} tokens; the text has "
-                         f"{ids.numel()}")
+        raise InvalidParameterError(f"{count} windows of {length} from token {start} need {needed} tokens; the text "
+                                    f"has {ids.numel()}: ask for fewer or shorter windows, or give a longer text")
     return ids[start:needed].view(count, length)
 
 
-def perplexity(model: nn.Module, batches: torch.Tensor, batch_size: int = 4) -> float:
+def perplexity(model: nn.Module, batches: torch.Tensor, batch_size: int = 4, progress: bool = True) -> float:
     """exp(mean next-token negative log-likelihood) over every position of every window."""
     total, count = 0.0, 0
     with torch.no_grad(), eval_mode(model):
-        for i in range(0, len(batches), batch_size):
+        for i in progress_bar(range(0, len(batches), batch_size), "perplexity", enabled=progress):
             ids = batches[i : i + batch_size]
             logits = model(input_ids=ids, use_cache=False).logits[:, :-1].float()
             loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1),

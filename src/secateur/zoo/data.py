@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
+
+from ..errors import MissingDependencyError, ModelFileError
 
 
 @dataclass
@@ -59,8 +62,9 @@ def mnist1d(seed: int = 0) -> Dataset:
     Needs the ``mnist1d`` package (``pip install -e '.[bench]'``)."""
     try:
         from mnist1d.data import get_dataset_args, make_dataset
-    except ImportError as exc:
-        raise ImportError("the mnist1d data set needs the mnist1d package: pip install -e '.[bench]'") from exc
+    except ImportError:
+        raise MissingDependencyError("the mnist1d data set needs the mnist1d package: pip install "
+                                     "'secateur[bench]'") from None
     raw = make_dataset(get_dataset_args())  # generated locally; never the download path
     x, y = raw["x"].astype(np.float32)[:, None], raw["y"].astype(np.int64)
     order = np.random.default_rng(seed).permutation(len(x))
@@ -70,4 +74,39 @@ def mnist1d(seed: int = 0) -> Dataset:
     return Dataset("mnist1d", split(order[:cut]), split(order[cut:]), test)
 
 
+def from_npz(path: str | Path, seed: int = 0) -> Dataset:
+    """A data set of your own: a ``.npz`` file (read without pickle) holding ``x`` and ``y`` (split 70/10/20
+    with ``seed``) or ``x_train``, ``y_train``, ``x_test``, ``y_test`` (and optionally ``x_val``, ``y_val``).
+    ``x`` is anything the model takes with a batch dimension first; ``y`` integer class labels."""
+    try:
+        with np.load(path, allow_pickle=False) as raw:
+            arrays = {k: raw[k] for k in raw.files}
+    except (OSError, ValueError) as err:
+        raise ModelFileError(f"{path} is not a readable .npz file ({err})") from None
+    x = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float32))  # noqa: E731
+    y = lambda a: torch.as_tensor(np.asarray(a, dtype=np.int64))  # noqa: E731
+    if {"x_train", "y_train", "x_test", "y_test"} <= arrays.keys():
+        train, test = Split(x(arrays["x_train"]), y(arrays["y_train"])), Split(x(arrays["x_test"]), y(arrays["y_test"]))
+        val = Split(x(arrays["x_val"]), y(arrays["y_val"])) if "x_val" in arrays else test
+        return Dataset(Path(path).stem, train, val, test)
+    if {"x", "y"} <= arrays.keys() and len(arrays["x"]) == len(arrays["y"]) and len(arrays["x"]) >= 10:
+        return Dataset(Path(path).stem, *_split(arrays["x"].astype(np.float32), arrays["y"].astype(np.int64), seed))
+    raise ModelFileError(f"{path} holds {sorted(arrays)}; a data file needs x and y (10 samples or more), or "
+                         "x_train, y_train, x_test and y_test")
+
+
 DATASETS = {"digits": digits, "mnist1d": mnist1d}
+
+
+def check_data(name: str) -> str:
+    """``name`` if it is a built-in data set or an existing ``.npz`` file, else a named error."""
+    if name in DATASETS or (name.endswith(".npz") and Path(name).is_file()):
+        return name
+    raise ModelFileError(f"unknown data {name!r}; choose one of {', '.join(DATASETS)} or give a .npz file "
+                         "(arrays x and y, or x_train, y_train, x_test, y_test)")
+
+
+def load_dataset(name: str, seed: int = 0) -> Dataset:
+    """A built-in data set by name, or a ``.npz`` file of your own."""
+    check_data(name)
+    return DATASETS[name](seed) if name in DATASETS else from_npz(name, seed)

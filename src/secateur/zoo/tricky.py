@@ -6,8 +6,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .models import DigitsCNN, DigitsMLP
-
 
 def _img(c: int = 3, s: int = 16) -> tuple[torch.Tensor]:
     return (torch.randn(2, c, s, s),)
@@ -247,13 +245,7 @@ def _ids(vocab: int = 50, n: int = 12) -> tuple[torch.Tensor]:
     return (torch.randint(0, vocab, (2, n)),)
 
 
-def _digits() -> tuple[torch.Tensor]:
-    return (torch.rand(2, 1, 8, 8),)
-
-
 TRICKY = {
-    "digits-cnn": (DigitsCNN, _digits),
-    "digits-mlp": (DigitsMLP, _digits),
     "mlp": (MLP, lambda: (torch.randn(2, 20),)),
     "residual-cnn": (ResidualCNN, _img),
     "inception-concat": (Inception, _img),

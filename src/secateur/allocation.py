@@ -5,21 +5,26 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .counting import count_macs, count_params
+from .criteria import get_criterion
 from .errors import PruningError
-from .graph import capture
-from .inputs import Inputs, as_inputs
+from .inputs import Inputs, as_batches, as_inputs, logits_of
 from .methods import Latency, Macs, Params, Structured, Unstructured
+from .methods.base import check_fraction
+from .plan import Plan, apply
+from .planner import Planner
 from .progress import progress_bar
-from .structured import group_key, selectable_groups
+from .selection import keep_top
+from .statistics import collect_statistics
 from .transaction import eval_mode
-from .unstructured import prunable_layers
+from .unstructured import saliencies, weight_name
 
 Evaluate = Callable[[nn.Module], float]
 
@@ -81,87 +86,93 @@ class Sensitivity:
 
 def output_fidelity(model: nn.Module, inputs: Inputs) -> Evaluate:
     """A quality measure that needs no labels: ``1 - ||y - y_dense|| / ||y_dense||`` on the example inputs."""
-    from torch.utils import _pytree as pytree
 
     def first(m: nn.Module) -> torch.Tensor:
         with torch.no_grad(), eval_mode(m):
-            return next(t for t in pytree.tree_leaves(inputs.call(m)) if isinstance(t, torch.Tensor)).float()
+            return logits_of(inputs.call(m)).float()
 
     dense = first(model)
     return lambda m: float(1 - (first(m) - dense).norm() / dense.norm().clamp_min(1e-12))
 
 
-def _variant(method: Structured | Unstructured, key: str, ratio: float, layers: list[str]):
+def _measure(model: nn.Module, plan: Plan, inputs: Inputs, evaluate: Evaluate) -> tuple[float, int, int]:
+    pruned = apply(copy.deepcopy(model), plan, remember=False)
+    return evaluate(pruned), count_macs(pruned, inputs) if inputs else 0, count_params(pruned)
+
+
+def _trials(model: nn.Module, method: Structured | Unstructured, inputs: Inputs, calibration: object,
+            loss_fn: Callable, ratios: tuple[float, ...]) -> dict[tuple[str, str], list[Plan]]:
+    """For every group (structured) or layer (unstructured), the plan of each ratio, pruning it alone."""
     if isinstance(method, Structured):
-        return replace(method, sparsity=0.0, target=None, ratios={key: ratio})
-    return replace(method, sparsity=ratio, ignore=tuple(n for n in layers if n != key))
+        planner = Planner(model, method, inputs, calibration, loss_fn)
+        return {(key, g.kind): [planner.plan(sparsity=0.0, ratios={key: r}) for r in ratios]
+                for key, g in planner.keys.items()}
+    criterion = get_criterion(method.criterion)
+    stats = collect_statistics(model, criterion, as_batches(calibration), loss_fn)
+    trials = {}
+    for layer, scores in saliencies(model, method, stats).items():
+        masks = [keep_top(scores, scores.numel() - int(r * scores.numel())) for r in ratios]
+        trials[(layer, "weights")] = [Plan(masks={weight_name(layer): m}) for m in masks]
+    return trials
 
 
 def sensitivity(model: nn.Module, method: Structured | Unstructured, evaluate: Evaluate | None = None,
                 example_inputs: object = None, ratios: tuple[float, ...] = (0.25, 0.5, 0.75),
-                progress: bool = True, **prune_kwargs) -> Sensitivity:
+                calibration: object = None, loss_fn: Callable = F.cross_entropy, progress: bool = True) -> Sensitivity:
     """Prune each group (``Structured``) or layer (``Unstructured``) alone at each ratio, on copies, and
-    score it with ``evaluate(model) -> float`` (default: :func:`output_fidelity`)."""
-    from .prune import prune
+    score it with ``evaluate(model) -> float`` (default: :func:`output_fidelity`). The graph is captured
+    and units scored once (a :class:`~secateur.planner.Planner` session), then each trial is a copy.
 
+    >>> import secateur as sc
+    >>> net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    >>> s = sc.sensitivity(net, sc.Structured(sparsity=0.0), example_inputs=torch.randn(2, 4), ratios=(0.5,))
+    >>> [(c.key, c.params) for c in s.curves]
+    [('0', [58, 30])]
+    """
+    for r in ratios:
+        check_fraction("ratio", r)
     inputs = as_inputs(example_inputs)
     evaluate = evaluate or output_fidelity(model, inputs)
-    if isinstance(method, Structured):
-        graph = capture(model, inputs.args, inputs.kwargs)
-        keys = {group_key(g): g.kind for g in selectable_groups(graph, method)}
-    else:
-        keys = dict.fromkeys(prunable_layers(model, method.ignore), "weights")
-    layers = list(keys)
     result = Sensitivity(evaluate(model), count_macs(model, inputs) if inputs else 0, count_params(model))
-    for key, kind in progress_bar(list(keys.items()), "sensitivity", enabled=progress):
+    trials = _trials(model, method, inputs, calibration, loss_fn, tuple(ratios))
+    for (key, kind), plans in progress_bar(list(trials.items()), "sensitivity", enabled=progress):
         curve = Curve(key, kind, [0.0], [result.dense_quality], [result.dense_macs], [result.dense_params])
-        for r in ratios:
-            pruned = copy.deepcopy(model)
-            prune(pruned, _variant(method, key, r, layers), example_inputs=inputs, **prune_kwargs)
+        for r, plan in zip(ratios, plans, strict=True):
+            quality, macs, params = _measure(model, plan, inputs, evaluate)
             curve.ratios.append(r)
-            curve.quality.append(evaluate(pruned))
-            curve.macs.append(count_macs(pruned, inputs) if inputs else 0)
-            curve.params.append(count_params(pruned))
+            curve.quality.append(quality)
+            curve.macs.append(macs)
+            curve.params.append(params)
         result.curves.append(curve)
     return result
 
 
-def _cost(model, method, ratios, inputs, target) -> float:
-    """The target's measure (fraction of dense MACs or params, or latency in ms) after ``ratios``."""
-    from .prune import prune
-    from .structured import measured_latency
-
-    if isinstance(target, Latency):
-        return measured_latency(model, _plan_of(model, method, ratios, inputs), inputs, target)
-    pruned = copy.deepcopy(model)
-    prune(pruned, replace(method, sparsity=0.0, target=None, ratios=dict(ratios)), example_inputs=inputs)
-    if isinstance(target, Macs):
-        return count_macs(pruned, inputs) / count_macs(model, inputs)
-    return count_params(pruned) / count_params(model)
-
-
-def _plan_of(model, method, ratios, inputs):
-    from .prune import prune
-
-    pruned = copy.deepcopy(model)
-    return prune(pruned, replace(method, sparsity=0.0, target=None, ratios=dict(ratios)), example_inputs=inputs).plan
-
-
 def allocate(model: nn.Module, curves: Sensitivity, target: Macs | Params | Latency, example_inputs: object,
-             method: Structured | None = None) -> dict[str, float]:
+             method: Structured | None = None, calibration: object = None, loss_fn: Callable = F.cross_entropy,
+             progress: bool = True) -> dict[str, float]:
     """Per-group ratios that meet ``target`` with the least predicted quality loss.
 
     Greedy: repeatedly move the group whose next ratio on its curve loses the least quality per MAC
-    (or parameter) saved, and check the real cost (counted, or measured in onnxruntime for a
-    :class:`Latency` budget) until the target is met. Use the result as ``Structured(ratios=...)``.
+    (or parameter) saved, and check the real cost (counted on a shape-only copy, or measured in
+    onnxruntime for a :class:`Latency` budget) until the target is met. Use the result as
+    ``Structured(ratios=...)``.
     """
-    method = method or Structured(sparsity=0.0)
-    inputs = as_inputs(example_inputs)
+    planner = Planner(model, method or Structured(sparsity=0.0), example_inputs, calibration, loss_fn)
+    dense = planner.predict(Plan())
+    index = 0 if isinstance(target, Params) else 1
+
+    def cost(ratios: dict[str, float]) -> float:
+        plan = planner.plan(sparsity=0.0, ratios=dict(ratios))
+        if isinstance(target, Latency):
+            return planner.latency_ms(plan, target)
+        return planner.predict(plan)[index] / dense[index]
+
     goal = target.ms if isinstance(target, Latency) else target.fraction
     position = {c.key: 0 for c in curves.curves}
     ratios: dict[str, float] = {}
     measure = (lambda c, i: c.params[i]) if isinstance(target, Params) else (lambda c, i: c.macs[i])  # noqa: E731
-    while _cost(model, method, ratios, inputs, target) > goal:
+    over_budget = iter(lambda: cost(ratios) > goal, False)  # yields True until the target is met
+    for _ in progress_bar(over_budget, "allocate", enabled=progress):
         options = []
         for c in curves.curves:
             i = position[c.key]

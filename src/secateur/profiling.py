@@ -1,4 +1,4 @@
-"""``secateur.profile``: params, MACs, bytes on disk and latency in torch and onnxruntime."""
+"""``secateur.profiling``: params, MACs, bytes on disk and latency in torch and onnxruntime."""
 
 from __future__ import annotations
 

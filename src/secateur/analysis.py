@@ -1,0 +1,106 @@
+"""``secateur.analyze``: a pre-flight report of what structured pruning can and cannot touch, and why;
+with a method, also the plan it would make (nothing is changed)."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field, replace
+
+from torch import nn
+
+from .handlers import _blocks
+from .inputs import as_inputs
+from .methods import Structured
+from .plan import Plan, apply
+from .planner import Planner
+from .results import UnitReport
+from .structured import group_key
+
+
+@dataclass
+class GroupReport:
+    """One coupled group: its key, unit kind, size, members, and why it is skipped (None if prunable)."""
+
+    id: int
+    key: str
+    kind: str
+    size: int
+    members: str
+    skipped: str | None = None
+
+
+@dataclass
+class Analysis:
+    """What ``analyze`` found. ``skipped_modules`` maps layers whose outputs stay to the reason;
+    ``plan`` / ``units`` / ``predicted`` show what the method would do (when it can plan)."""
+
+    groups: list[GroupReport]
+    unknown_ops: list[str] = field(default_factory=list)
+    skipped_modules: dict[str, str] = field(default_factory=dict)
+    plan: Plan | None = None
+    units: dict[str, UnitReport] = field(default_factory=dict)
+    predicted: tuple[int, int] | None = None
+    dense: tuple[int, int] | None = None
+
+    @property
+    def prunable(self) -> list[GroupReport]:
+        return [g for g in self.groups if g.skipped is None]
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["plan"] = self.plan.to_dict() if self.plan else None
+        return data
+
+    def to_markdown(self) -> str:
+        kinds: dict[str, int] = {}
+        for g in self.prunable:
+            kinds[g.kind] = kinds.get(g.kind, 0) + 1
+        lines = [f"{len(self.prunable)} prunable groups of {len(self.groups)} "
+                 f"({', '.join(f'{n} {k}' for k, n in sorted(kinds.items())) or 'none'})", "",
+                 "| group | key | unit | size | members | skipped because |", "|---|---|---|---|---|---|"]
+        lines += [f"| {g.id} | {g.key} | {g.kind} | {g.size} | {g.members} | {g.skipped or ''} |" for g in self.groups]
+        if self.unknown_ops:
+            lines += ["", "Ops without a coupling rule (their channels are kept):"]
+            lines += [f"- {o}" for o in self.unknown_ops]
+        if self.skipped_modules:
+            lines += ["", "Layers whose outputs are kept:", *(f"- `{m}`: {r}" for m, r in self.skipped_modules.items())]
+        if self.plan is not None:
+            lines += ["", "Plan (nothing applied):", *(f"- remove block `{b}`" for b in self.plan.blocks)]
+            lines += [f"- `{k}`: keep {len(u.kept)} of {u.size} {u.kind}" for k, u in self.units.items()]
+            if self.predicted and self.dense:
+                lines.append(f"- params {self.dense[0]:,} -> {self.predicted[0]:,}, MACs {self.dense[1]:,} -> "
+                             f"{self.predicted[1]:,}")
+        return "\n".join(lines) + "\n"
+
+
+def analyze(model: nn.Module, example_inputs: object, method: Structured | None = None,
+            calibration: object = None) -> Analysis:
+    """Report the coupled groups of ``model``, which ``method`` would prune and why others are skipped,
+    and (with a method) the plan it would make: units kept per group, predicted params and MACs.
+    The model is not changed.
+
+    >>> import torch
+    >>> a = analyze(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)), torch.randn(1, 4))
+    >>> [(g.members, g.skipped) for g in a.groups]
+    [('0.out => 2.in', None), ('2.out', 'tied to a model output')]
+    """
+    inputs = as_inputs(example_inputs)
+    chosen = method or Structured(sparsity=0.5)
+    blocks = _blocks(model, chosen, inputs) if "blocks" in (chosen.units or ()) else []
+    subject = apply(copy.deepcopy(model), Plan(blocks=blocks), remember=False) if blocks else model
+    width = replace(chosen, units=chosen.width_units or None)  # blocks only: still list every group
+    planner = Planner(subject, width, inputs, calibration)
+    reports = [GroupReport(g.id, group_key(g), g.kind, g.size, g.describe(), planner.reason(g))
+               for g in planner.graph.groups]
+    skipped: dict[str, str] = {}
+    for g, r in zip(planner.graph.groups, reports, strict=True):
+        for m in g.members:
+            if m.role == "out" and r.skipped is not None:
+                skipped.setdefault(m.tensor.rpartition(".")[0], r.skipped)
+    analysis = Analysis(reports, planner.graph.unknown_ops, skipped)
+    if method is not None:
+        plan = planner.plan() if chosen.width_units != () else Plan()
+        analysis.plan = Plan(cuts=plan.cuts, blocks=blocks)
+        analysis.units = planner.units(plan) if plan.cuts else {}
+        analysis.dense, analysis.predicted = planner.predict(Plan()), planner.predict(plan)
+    return analysis

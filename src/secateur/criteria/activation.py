@@ -1,0 +1,24 @@
+"""Activation-aware magnitude (as in Wanda, Sun et al. 2024): ``|w| * ||x_j||`` for input feature ``j``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .base import Criterion, register_criterion
+
+
+@register_criterion
+@dataclass(frozen=True)
+class Activation(Criterion):
+    """``|w_ij| * ||x_j||_2`` over the calibration inputs of Linear and ungrouped Conv layers; ``|w|`` for
+    tensors without input statistics (biases, norms)."""
+
+    name = "activation"
+    needs = frozenset({"input_norm"})
+
+    def saliency(self, weight, stats):
+        w = weight.detach().float().abs()
+        norm = stats.get("input_norm")
+        if norm is None or w.dim() < 2:
+            return w
+        return w * norm.to(w.device).view(1, -1, *([1] * (w.dim() - 2)))

@@ -1,0 +1,20 @@
+"""First-order Taylor (Molchanov et al. 2019): the loss change estimated by ``|w * dL/dw|``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .base import Criterion, register_criterion
+from .needs import stat
+
+
+@register_criterion
+@dataclass(frozen=True)
+class Taylor(Criterion):
+    """``|w * g|`` with gradients ``g`` summed over the calibration batches."""
+
+    name = "taylor"
+    needs = frozenset({"grad"})
+
+    def saliency(self, weight, stats):
+        return (weight.detach().float() * stat(stats, "grad", self.name)).abs()

@@ -1,0 +1,71 @@
+"""``Structured``: physically remove channels, heads, hidden width or whole blocks, with every coupled layer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from ..criteria.base import Criterion, get_criterion
+from ..errors import InvalidParameterError, InvalidSparsityError
+from .base import Latency, Macs, Method, Params, Scope, Target, check_fraction, check_patterns, register_method
+
+Unit = Literal["channels", "heads", "hidden", "groups", "blocks"]
+UNITS: tuple[str, ...] = Unit.__args__
+
+
+@register_method
+@dataclass(frozen=True)
+class Structured(Method):
+    """Physically remove channels/neurons, with every coupled layer, so the model really shrinks.
+
+    Give ``sparsity`` (the fraction of each coupled group's units removed), per-group ``ratios``, or a
+    ``target`` (:class:`Macs`, :class:`Params` or :class:`Latency`; a bare float means MACs).
+    ``units`` restricts what is removed: ``"channels"`` (conv channels, neurons, FFN width), ``"heads"``
+    (attention heads; key-value groups under GQA), ``"hidden"`` (a transformer's residual stream),
+    ``"groups"`` (groups of grouped convs and GroupNorm) and ``"blocks"`` (whole residual blocks, by
+    block influence); None means every unit but blocks, which are opt-in. ``round_to`` keeps unit
+    counts at multiples of it; ``ignore`` holds module-name patterns (fnmatch) whose outputs stay;
+    ``ratios`` maps group keys (:func:`secateur.group_key`, shown by ``secateur.analyze``) to their own
+    sparsity; ``criterion`` scores units (a name or a criterion object).
+
+    >>> Structured(target=0.5).target
+    Macs(fraction=0.5)
+    """
+
+    sparsity: float | None = None
+    target: Target | float | None = None
+    criterion: str | Criterion = "magnitude"
+    scope: Scope = "layer"
+    round_to: int = 1
+    ignore: tuple[str, ...] = ()
+    units: tuple[Unit, ...] | None = None
+    ratios: dict[str, float] | None = None
+    name = "structured"
+
+    def validate(self) -> None:
+        for key, value in (self.ratios or {}).items():
+            check_fraction(f"ratios[{key!r}]", value)
+        if self.target is not None and (self.sparsity is not None or self.ratios):
+            raise InvalidSparsityError("give sparsity= (and/or per-group ratios=) or a target=, not both")
+        if self.sparsity is None and self.target is None and not self.ratios:
+            raise InvalidSparsityError("give one of sparsity=, ratios= or target=, e.g. Structured(sparsity=0.5)")
+        if self.sparsity is not None:
+            check_fraction("sparsity", self.sparsity)
+        if isinstance(self.target, float | int):
+            object.__setattr__(self, "target", Macs(float(self.target)))
+        if self.units is not None and not self.units:
+            raise InvalidParameterError("units=() selects nothing; omit it or name units such as ('channels',)")
+        if self.round_to < 1:
+            raise InvalidParameterError(f"round_to={self.round_to} must be a positive integer, e.g. 8")
+        if self.units and "blocks" in self.units and self.sparsity is None:
+            raise InvalidParameterError("blocks are removed with sparsity= (a fraction of each stack), not target=")
+        check_patterns("ignore", self.ignore)
+        get_criterion(self.criterion)
+
+    @property
+    def width_units(self) -> tuple[str, ...] | None:
+        """The units besides whole blocks (None: every unit but blocks)."""
+        return None if self.units is None else tuple(u for u in self.units if u != "blocks")
+
+
+__all__ = ["UNITS", "Latency", "Macs", "Params", "Structured"]
