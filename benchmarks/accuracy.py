@@ -147,8 +147,8 @@ def curves() -> str:
 def criteria() -> str:
     rows = []
     for name in SETUPS:
-        for criterion in sc.criteria.CRITERIA:
-            weights = criterion not in sc.criteria.UNITS_ONLY
+        for criterion in sorted(sc.criteria.CRITERIA):
+            weights = not sc.criteria.CRITERIA[criterion].units_only
             row = {"model": name, "criterion": criterion,
                    "unstructured 90% one-shot+FT": f"{one_shot_unstructured(name, 0.9, criterion):.2f}" if weights
                    else "(scores units only)",
@@ -189,14 +189,11 @@ def compression() -> str:
 
 def latency() -> str:
     """Ask for 0.5x the dense onnxruntime latency; compare with uniform ratios at the same MACs."""
-    from secateur.plan import Plan
-    from secateur.structured import measured_latency
-
     teacher, data = dense("digits-cnn")
     example = data.example
     budget = sc.Latency(ms=1e9, batch_size=256)  # carries the batch size for measuring
-    inputs = as_inputs((example,))
-    dense_ms = min(measured_latency(teacher, Plan(), inputs, budget) for _ in range(3))
+    measured_ms = lambda m: sc.Planner(m, sc.Structured(sparsity=0.0), example).latency_ms(sc.Plan(), budget)  # noqa: E731
+    dense_ms = min(measured_ms(teacher) for _ in range(3))
     target = sc.Latency(ms=0.5 * dense_ms, batch_size=256)
     evaluate = lambda m: sc.accuracy(m, data.val.x, data.val.y)  # noqa: E731
     sens = sc.sensitivity(teacher, sc.Structured(sparsity=0.0, round_to=8), evaluate, example_inputs=example,
@@ -208,7 +205,7 @@ def latency() -> str:
     sc.prune(uniform, sc.Structured(target=res.macs_after / res.macs_before, round_to=8), example_inputs=example)
     rows = []
     for label, model in (("allocated to the budget", allocated), ("uniform ratios, same MACs", uniform)):
-        ms = min(measured_latency(model, Plan(), inputs, budget) for _ in range(3))
+        ms = min(measured_ms(model) for _ in range(3))
         before_ft = acc(model, data)
         _tune(model, data, teacher=teacher)
         rows.append({"model": label, "MACs kept": f"{count_macs(model, (example,)) / res.macs_before:.3f}",

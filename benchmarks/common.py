@@ -8,7 +8,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from secateur.analyze import analyze
+from secateur import analyze
 from secateur.inputs import Inputs
 
 

@@ -72,7 +72,7 @@ def main(configs: list[str]) -> str:
             calib = calibration[: int(count) if count else COUNT]
             result = sc.prune(model, METHODS[name](sparsity=0.5, pattern=pattern), calibration=calib)
             seconds, peak = time.perf_counter() - start, _rss_mb("VmHWM")
-            achieved = sum(result.plan.masks.values()) / len(result.plan.masks)
+            achieved = sum(result.plan.sparsity().values()) / len(result.plan.masks)
             label = name + (f" ({count} x {LENGTH} calibration)" if count else "")
             rows.append({"method": label, "pattern": pattern, "ppl in-domain": f"{perplexity(model, in_domain):.2f}",
                          "ppl reference text": f"{perplexity(model, other):.2f}", "prune s": f"{seconds:.1f}",

@@ -25,8 +25,7 @@ from secateur.graph import capture
 from secateur.inputs import as_inputs
 from secateur.latency import ort_latency_ms
 from secateur.onnx_export import onnx_of
-from secateur.zoo import hf
-from secateur.zoo.tricky import TRICKY
+from secateur.zoo import ZOO, hf
 
 
 def resnet50():
@@ -49,7 +48,7 @@ def _image(size: int) -> callable:
 MODELS = {
     "ResNet-50-like (HF, 224px)": (resnet50, _image(224), None),
     "ViT-B-like (HF, 224px)": (vit_b, _image(224), None),
-    **{name: (make, example, None) for name, (make, example) in TRICKY.items()},
+    **{name: (e.make, e.example, None) for name, e in ZOO.items() if name not in hf.HF},
     **{name: (make, example, None) for name, (make, example) in hf.HF.items()},
     "hf-bert heads only": (hf.bert, lambda: {"input_ids": torch.randint(0, 100, (2, 8))}, ("heads",)),
 }

@@ -144,6 +144,34 @@ def methods(name: str | None = typer.Argument(None, help="One method to describe
     _guard(work)
 
 
+CALIBRATION_HELP = ("A .npz file of calibration data: arrays x (and y, targets) split into batches of 32 in order, or "
+                    "input_ids (token ids, one row per sequence) for language models.")
+
+
+def load_calibration(path: Path | None, batch_size: int = 32):
+    """Calibration batches from a ``.npz`` file (read without pickle)."""
+    if path is None:
+        return None
+    import numpy as np
+    import torch
+
+    from .errors import ModelFileError
+
+    try:
+        with np.load(path, allow_pickle=False) as raw:
+            arrays = {k: torch.as_tensor(raw[k]) for k in raw.files}
+    except (OSError, ValueError) as err:
+        raise ModelFileError(f"{path} is not a readable .npz file ({err})") from None
+    if "input_ids" in arrays:
+        return arrays["input_ids"].long()
+    if "x" not in arrays:
+        raise ModelFileError(f"{path} holds {sorted(arrays)}; calibration needs x (and y) or input_ids")
+    x, y = arrays["x"].float(), arrays.get("y")
+    starts = range(0, len(x), batch_size)
+    return [(x[i : i + batch_size], y[i : i + batch_size].long()) if y is not None else x[i : i + batch_size]
+            for i in starts]
+
+
 def _resolve(model: str, weights: str | None, input_shape: str | None):
     from .resolve import resolve
 
@@ -154,7 +182,8 @@ def _resolve(model: str, weights: str | None, input_shape: str | None):
 def analyze(ctx: typer.Context, model: str = typer.Argument(..., help=MODEL_HELP),
             method: str = typer.Option("structured", help=METHOD_HELP),
             input_shape: str | None = typer.Option(None, help="For py: models, e.g. 1,3,32,32."),
-            weights: str | None = typer.Option(None, help="Weights for py: models (.safetensors).")) -> None:
+            weights: str | None = typer.Option(None, help="Weights for py: models (.safetensors)."),
+            calibration: Path | None = typer.Option(None, help=CALIBRATION_HELP)) -> None:
     """Pre-flight report: coupled groups, what would be pruned, and why anything is skipped; with method
     options (e.g. --sparsity 0.3 --units heads), also the plan it would make. Nothing is changed."""
 
@@ -162,8 +191,9 @@ def analyze(ctx: typer.Context, model: str = typer.Argument(..., help=MODEL_HELP
         from .analysis import analyze as run_analysis
 
         chosen = method_from_cli(method, ctx.args, 0.5) if ctx.args or method != "structured" else None
+        batches = load_calibration(calibration)
         r = _resolve(model, weights, input_shape)
-        typer.echo(run_analysis(r.model, r.example_inputs, chosen).to_markdown())
+        typer.echo(run_analysis(r.model, r.example_inputs, chosen, batches).to_markdown())
 
     _guard(work)
 
@@ -174,6 +204,7 @@ def prune(ctx: typer.Context, model: str = typer.Argument(..., help=MODEL_HELP),
           method: str = typer.Option("structured", help=METHOD_HELP),
           input_shape: str | None = typer.Option(None, help="For py: models, e.g. 1,3,32,32."),
           weights: str | None = typer.Option(None, help="Weights for py: models (.safetensors)."),
+          calibration: Path | None = typer.Option(None, help=CALIBRATION_HELP),
           quiet: bool = typer.Option(False, help="No progress bars.")) -> None:
     """Prune a model and save it, e.g. `secateur prune zoo:mlp --sparsity 0.5 --out runs/mlp`; reload it
     with `secateur load OUT --base MODEL`. Structured pruning removes half of each group by default."""
@@ -183,9 +214,11 @@ def prune(ctx: typer.Context, model: str = typer.Argument(..., help=MODEL_HELP),
         from .pruning import prune as run_prune
 
         chosen = method_from_cli(method, ctx.args, 0.5)
+        batches = load_calibration(calibration)
         _threads()
         r = _resolve(model, weights, input_shape)
-        result = run_prune(r.model, chosen, example_inputs=r.example_inputs, progress=not quiet)
+        result = run_prune(r.model, chosen, example_inputs=r.example_inputs, calibration=batches,
+                           progress=not quiet)
         save(r.model, out, metadata={"base": model})
         (out / "prune.json").write_text(json.dumps(result.to_dict(), indent=1))
         typer.echo(result.summary())
@@ -236,6 +269,7 @@ def sensitivity(ctx: typer.Context, model: str = typer.Argument(..., help=MODEL_
                 method: str = typer.Option("structured", help="structured or unstructured; options follow."),
                 input_shape: str | None = typer.Option(None, help="For py: models, e.g. 1,3,32,32."),
                 weights: str | None = typer.Option(None, help="Weights for py: models (.safetensors)."),
+                calibration: Path | None = typer.Option(None, help=CALIBRATION_HELP),
                 quiet: bool = typer.Option(False, help="No progress bars.")) -> None:
     """Quality against pruned fraction for each prunable group (or layer), pruned alone (quality: output
     fidelity to the dense model on its example inputs)."""
@@ -248,7 +282,7 @@ def sensitivity(ctx: typer.Context, model: str = typer.Argument(..., help=MODEL_
         fractions = coerce(levels, tuple[float, ...], text=True)
         r = _resolve(model, weights, input_shape)
         result = run_sensitivity(r.model, chosen, example_inputs=r.example_inputs, ratios=fractions,
-                                 progress=not quiet)
+                                 calibration=load_calibration(calibration), progress=not quiet)
         out.mkdir(parents=True, exist_ok=True)
         (out / "sensitivity.md").write_text(result.to_markdown())
         (out / "sensitivity.json").write_text(json.dumps(result.to_dict(), indent=1))

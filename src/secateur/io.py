@@ -26,7 +26,7 @@ from torch import nn
 from . import __version__
 from .adapters import config_changes
 from .compress import Mode, decode, encode
-from .errors import ModelFileError
+from .errors import InvalidParameterError, ModelFileError
 from .masks import apply_mask, find_mask
 from .plan import Plan, apply, history, record
 from .surgery import owner, per_group, sync_module_attributes, tensor_owners
@@ -89,6 +89,8 @@ def save(model: nn.Module, directory: str | os.PathLike, plan: Plan | None = Non
     >>> save(nn.Linear(2, 2), "/tmp/secateur-doc").name
     'secateur-doc'
     """
+    if compress not in ("auto", "int8"):
+        raise InvalidParameterError(f"compress={compress!r} is not 'auto' or 'int8'")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors, tied, masks = _state(model)

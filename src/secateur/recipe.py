@@ -130,7 +130,16 @@ def _name(value: str) -> str:
     return value
 
 
-class Recipe(_Strict):
+class _Named(_Strict):
+    """A recipe's ``name`` names its output folder ``runs/<name>``: a plain name, never a path."""
+
+    @field_validator("name", check_fields=False)
+    @classmethod
+    def _plain_name(cls, v: str) -> str:
+        return _name(v)
+
+
+class Recipe(_Named):
     """A whole run. ``model`` is ``zoo:NAME``, ``hf:FOLDER`` or ``py:module:factory``; ``data`` names an
     offline data set or a ``.npz`` file of your own (arrays ``x``, ``y`` or ``x_train``, ``y_train``,
     ``x_test``, ``y_test``)."""
@@ -143,11 +152,6 @@ class Recipe(_Strict):
     train: Train | None = Train()
     steps: list[Step]
     report: Report = Report()
-
-    @field_validator("name")
-    @classmethod
-    def _plain_name(cls, v: str) -> str:
-        return _name(v)
 
     @field_validator("model")
     @classmethod
@@ -188,7 +192,7 @@ class LMStep(_OneKey):
     export: ExportStep | None = None
 
 
-class LMRecipe(_Strict):
+class LMRecipe(_Named):
     """Pruning of a causal language model, measured by perplexity on held-out text. ``data`` and each of
     ``evaluate_on`` name a shipped corpus or a UTF-8 text file of your own."""
 
@@ -201,11 +205,6 @@ class LMRecipe(_Strict):
     evaluation: Windows = Windows()
     prompt: str = "def read_config(path):\n    \"\"\""
     steps: list[LMStep]
-
-    @field_validator("name")
-    @classmethod
-    def _plain_name(cls, v: str) -> str:
-        return _name(v)
 
     @field_validator("model")
     @classmethod

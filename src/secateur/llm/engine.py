@@ -272,4 +272,4 @@ def run_oneshot(model: nn.Module, method: OneShot, calibration: object, progress
         except BaseException:
             _restore(run)
             raise
-    return Outcome(run.plan, groups=list(run.plan.masks), skipped=skipped)
+    return Outcome(run.plan, groups=[n.removesuffix(".weight") for n in run.plan.masks], skipped=skipped)
