@@ -14,6 +14,7 @@ from torch import nn
 
 from .counting import count_macs, count_params
 from .criteria import get_criterion
+from .deps import require
 from .errors import PruningError
 from .inputs import Inputs, as_batches, as_inputs, logits_of
 from .methods import Latency, Macs, Params, Structured, Unstructured
@@ -64,12 +65,24 @@ class Sensitivity:
             lines.append(f"| {c.key} | {c.kind} | {cells} | {saved:.1%} |")
         return "\n".join(lines) + "\n"
 
+    def to_text(self, width: int = 80) -> str:
+        """For a terminal: one line per group (key cut to fit), at most ``width`` wide."""
+        ratios = self.curves[0].ratios[1:] if self.curves else []
+        cells = [f"{r:>6.0%}" for r in ratios] + ["MACs saved"]
+        key_width = max(8, width - len(" ".join(cells)) - 12)
+        lines = [f"dense quality {self.dense_quality:.4f}; quality with each group pruned alone:",
+                 f"{'group':<{key_width}} {'unit':<9} " + " ".join(cells)]
+        for c in sorted(self.curves, key=lambda c: c.quality[-1], reverse=True):
+            key = c.key if len(c.key) <= key_width else "…" + c.key[-key_width + 1 :]
+            quality = " ".join(f"{q:>6.3f}" for q in c.quality[1:])
+            lines.append(f"{key:<{key_width}} {c.kind:<9} {quality} {1 - c.macs[-1] / self.dense_macs:>9.1%}"
+                         if self.dense_macs else f"{key:<{key_width}} {c.kind:<9} {quality}")
+        return "\n".join(line[:width] for line in lines) + "\n"
+
     def plot(self, path: str | Path) -> Path:
         """Quality against ratio, one line per group."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        require("matplotlib", "plots").use("Agg")
+        plt = require("matplotlib.pyplot", "plots")
 
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for c in self.curves:

@@ -4,6 +4,7 @@ with a method, also the plan it would make (nothing is changed)."""
 from __future__ import annotations
 
 import copy
+import textwrap
 from dataclasses import asdict, dataclass, field, replace
 
 from torch import nn
@@ -51,12 +52,33 @@ class Analysis:
         data["plan"] = self.plan.to_dict() if self.plan else None
         return data
 
-    def to_markdown(self) -> str:
+    def _summary(self) -> str:
         kinds: dict[str, int] = {}
         for g in self.prunable:
             kinds[g.kind] = kinds.get(g.kind, 0) + 1
-        lines = [f"{len(self.prunable)} prunable groups of {len(self.groups)} "
-                 f"({', '.join(f'{n} {k}' for k, n in sorted(kinds.items())) or 'none'})", "",
+        found = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) or "none"
+        return f"{len(self.prunable)} prunable groups of {len(self.groups)} ({found})"
+
+    def to_text(self, width: int = 80) -> str:
+        """For a terminal: one wrapped entry per group, at most ``width`` wide (files get ``to_markdown``)."""
+        lines = [self._summary(), ""]
+        for g in self.groups:
+            head = f"#{g.id} {g.kind} x{g.size} key={g.key}"
+            lines += textwrap.wrap(f"{head}: {g.members}", width, subsequent_indent="    ", break_on_hyphens=False)
+            if g.skipped:
+                lines += textwrap.wrap(f"skipped: {g.skipped}", width, initial_indent="    ", subsequent_indent="    ")
+        lines += textwrap.wrap("ops without a coupling rule: " + "; ".join(self.unknown_ops), width) if \
+            self.unknown_ops else []
+        if self.plan is not None:
+            lines += ["", "plan (nothing applied):", *(f"  remove block {b}" for b in self.plan.blocks)]
+            lines += [f"  {k}: keep {len(u.kept)} of {u.size} {u.kind}"[:width] for k, u in self.units.items()]
+            if self.predicted and self.dense:
+                lines.append(f"  params {self.dense[0]:,} -> {self.predicted[0]:,}, MACs {self.dense[1]:,} -> "
+                             f"{self.predicted[1]:,}")
+        return "\n".join(lines) + "\n"
+
+    def to_markdown(self) -> str:
+        lines = [self._summary(), "",
                  "| group | key | unit | size | members | skipped because |", "|---|---|---|---|---|---|"]
         lines += [f"| {g.id} | {g.key} | {g.kind} | {g.size} | {g.members} | {g.skipped or ''} |" for g in self.groups]
         if self.unknown_ops:

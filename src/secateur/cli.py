@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import textwrap
 from importlib import resources
 from pathlib import Path
 
@@ -133,13 +134,14 @@ def methods(name: str | None = typer.Argument(None, help="One method to describe
         chosen = {name: METHODS[name]} if name in METHODS else METHODS
         if name is not None and name not in METHODS:
             raise InvalidParameterError(f"unknown method {name!r}; choose one of {', '.join(sorted(METHODS))}")
+        wrap = lambda text, indent: textwrap.fill(text, 80, subsequent_indent=indent)  # noqa: E731
         for key, cls in sorted(chosen.items()):
-            typer.echo(f"{key}: {(cls.__doc__ or '').strip().splitlines()[0]}")
+            typer.echo(wrap(f"{key}: {(cls.__doc__ or '').strip().splitlines()[0]}", "    "))
             for field, hint in hints(cls).items():
                 default = cls.__dataclass_fields__[field].default
                 shown = "required" if default is dataclasses.MISSING else repr(default)
-                typer.echo(f"  --{field.replace('_', '-'):<12} {describe(hint)} (default {shown})")
-        typer.echo(f"criteria: {', '.join(sorted(CRITERIA))}")
+                typer.echo(wrap(f"  --{field.replace('_', '-'):<12} {describe(hint)} (default {shown})", " " * 17))
+        typer.echo(wrap(f"criteria: {', '.join(sorted(CRITERIA))}", "    "))
 
     _guard(work)
 
@@ -193,7 +195,7 @@ def analyze(ctx: typer.Context, model: str = typer.Argument(..., help=MODEL_HELP
         chosen = method_from_cli(method, ctx.args, 0.5) if ctx.args or method != "structured" else None
         batches = load_calibration(calibration)
         r = _resolve(model, weights, input_shape)
-        typer.echo(run_analysis(r.model, r.example_inputs, chosen, batches).to_markdown())
+        typer.echo(run_analysis(r.model, r.example_inputs, chosen, batches).to_text())
 
     _guard(work)
 
@@ -287,7 +289,7 @@ def sensitivity(ctx: typer.Context, model: str = typer.Argument(..., help=MODEL_
         (out / "sensitivity.md").write_text(result.to_markdown())
         (out / "sensitivity.json").write_text(json.dumps(result.to_dict(), indent=1))
         result.plot(out / "sensitivity.png")
-        typer.echo(result.to_markdown())
+        typer.echo(result.to_text())
         typer.echo(f"wrote {out}")
 
     _guard(work)

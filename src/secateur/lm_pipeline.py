@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from . import __version__
+from .deps import require
 from .io import save
 from .llm import load_corpus, perplexity, windows
 from .pruning import prune
@@ -19,7 +20,8 @@ def _load(spec: str):
         from .zoo.llm import smollm2
 
         return smollm2()
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    transformers = require("transformers", "Hugging Face language models")
+    AutoModelForCausalLM, AutoTokenizer = transformers.AutoModelForCausalLM, transformers.AutoTokenizer  # noqa: N806
 
     folder = spec.removeprefix("hf:")
     return (AutoModelForCausalLM.from_pretrained(folder, local_files_only=True).eval(),

@@ -11,16 +11,18 @@ import torch
 from torch import nn
 
 from . import __version__
+from .allocation import sensitivity
 from .counting import count_macs, count_nonzero_params, count_params
 from .errors import RecipeError
 from .evaluate import accuracy
-from .explain import input_importance, kept_fractions, plot_explanations
+from .explain import input_importance, kept_fractions
 from .io import save
-from .latency import ort_latency_ms, torch_latency_ms
+from .latency import ort_latency, torch_latency
+from .methods import Structured
 from .onnx_export import OnnxModel, export_onnx
 from .pruning import prune
 from .quant import quantize
-from .recipe import FinetuneStep, PruneStep, QuantizeStep, Recipe
+from .recipe import FinetuneStep, PruneStep, QuantizeStep, Recipe, SensitivityStep
 from .results import PruneResult
 from .training import finetune
 from .zoo import Dataset, load_dataset
@@ -40,6 +42,7 @@ class Run:
         self.stages: list[dict] = []
         self.prune_result: PruneResult | None = None
         self.importance_before: torch.Tensor | None = None
+        self.sensitivity: dict | None = None
         batch = recipe.report.batch_size
         x = self.data.test.x
         self.bench_inputs = (x.repeat(-(-batch // len(x)), *[1] * (x.dim() - 1))[:batch].contiguous(),)
@@ -49,15 +52,20 @@ class Run:
 
     def measure(self, stage: str) -> None:
         """Accuracy, params, MACs per sample, ONNX bytes and both latencies of the current model."""
-        runs = self.recipe.report.runs
         onnx_model = OnnxModel(export_onnx(self.model, self._onnx_path(stage), self.data.example))
         self.stages.append({"name": stage, "metrics": {
             "accuracy": accuracy(self.model, self.data.test.x, self.data.test.y),
             "params": count_params(self.model), "nonzero_params": count_nonzero_params(self.model),
             "macs": count_macs(self.model, (self.data.example,)), "file_bytes": onnx_model.file_bytes,
-            "latency_ms": {"torch": torch_latency_ms(self.model, self.bench_inputs, runs),
-                           "onnxruntime": ort_latency_ms(onnx_model, self.bench_inputs, runs)},
-        }})
+            **self._latencies(self.model, onnx_model)}})
+
+    def _latencies(self, module: nn.Module, onnx_model: OnnxModel) -> dict:
+        """Median and interquartile range in torch and onnxruntime, on the report's batch."""
+        runs = self.recipe.report.runs
+        times = {"torch": torch_latency(module, self.bench_inputs, runs),
+                 "onnxruntime": ort_latency(onnx_model, self.bench_inputs, runs)}
+        return {"latency_ms": {k: t.median for k, t in times.items()},
+                "latency_iqr_ms": {k: [t.p25, t.p75] for k, t in times.items()}}
 
     def train_dense(self) -> None:
         cfg = self.recipe.train
@@ -66,6 +74,16 @@ class Run:
             finetune(self.model, loader, cfg.epochs, lr=cfg.lr, progress=self.progress)
         self.teacher = copy.deepcopy(self.model).eval()
         self.measure("dense")
+
+    def do_sensitivity(self, step: SensitivityStep) -> None:
+        """Validation accuracy with each prunable group pruned alone at each level (curves in the report)."""
+        units = tuple(step.units) if step.units else None
+        curves = sensitivity(self.model, Structured(sparsity=0.0, units=units), self._val_accuracy,
+                             example_inputs=self.data.example, ratios=tuple(step.levels), progress=self.progress)
+        self.sensitivity = curves.to_dict()
+
+    def _val_accuracy(self, model: nn.Module) -> float:
+        return accuracy(model, self.data.val.x, self.data.val.y)
 
     def do_prune(self, step: PruneStep) -> None:
         self.importance_before = input_importance(self.model, self.data.test.x)
@@ -86,14 +104,11 @@ class Run:
         calibration = [x[i : i + 64] for i in range(0, min(len(x), 64 * step.calibration_batches), 64)]
         q = quantize(self.model, self._onnx_path("quantized"), example_inputs=self.data.example,
                      calibration=calibration)
-        runs = self.recipe.report.runs
         self.stages.append({"name": "quantized", "metrics": {
             "accuracy": accuracy(q, self.data.test.x, self.data.test.y),
             "params": count_params(self.model), "nonzero_params": count_nonzero_params(self.model),
             "macs": count_macs(self.model, (self.data.example,)), "file_bytes": q.file_bytes,
-            "latency_ms": {"torch": torch_latency_ms(_torch_int8(self.model), self.bench_inputs, runs),
-                           "onnxruntime": ort_latency_ms(q, self.bench_inputs, runs)},
-        }})
+            **self._latencies(_torch_int8(self.model), q)}})
 
     def do_export(self, formats: list[str]) -> None:
         plan = self.prune_result.plan if self.prune_result else None
@@ -108,8 +123,6 @@ class Run:
             return {}
         kept = kept_fractions(self.prune_result.units)
         after = input_importance(self.model, self.data.test.x)
-        if self.recipe.report.plot:
-            plot_explanations(after, kept, self.out / "importance.png")
         return {"kept_fraction": kept, "units": self.prune_result.to_dict()["units"],
                 "input_importance_before": self.importance_before.squeeze().tolist(),
                 "input_importance_after": after.squeeze().tolist()}
@@ -120,8 +133,10 @@ class Run:
             "environment": {"torch": torch.__version__, "threads": torch.get_num_threads(),
                             "machine": platform.machine(), "python": platform.python_version()},
             "prune": self.prune_result.to_dict() if self.prune_result else None,
-            "notes": {"macs": "per sample", "latency_ms": f"median of {self.recipe.report.runs} runs, batch "
-                      f"{self.recipe.report.batch_size}", "file_bytes": "size of the stage's ONNX file",
+            "sensitivity": self.sensitivity,
+            "notes": {"macs": "per sample", "latency_ms": f"median of {self.recipe.report.runs} runs (with the "
+                      f"interquartile range), batch {self.recipe.report.batch_size}",
+                      "file_bytes": "size of the stage's ONNX file",
                       "quantized.torch": "torch dynamic int8 (Linear) of the same model; the onnxruntime "
                       "column runs the static int8 QDQ file"},
             "stages": self.stages,

@@ -22,6 +22,7 @@ from .graph import Group, capture
 from .inputs import Inputs, as_batches, as_inputs
 from .methods import Latency, Macs, Structured, Target
 from .plan import Plan, apply
+from .progress import phase
 from .results import UnitReport
 from .statistics import collect_statistics
 from .structured import (
@@ -54,7 +55,7 @@ class Planner:
         if not self.inputs:
             raise PruningError("structured pruning needs example_inputs=... to trace the model's couplings")
         self.batches = as_batches(calibration)
-        with eval_mode(model):
+        with eval_mode(model), phase("capturing the graph", progress):
             self.shapes = self.inputs.output_shapes(model)
             self.graph = capture(model, self.inputs.args, self.inputs.kwargs)
             self.shadow = Shadow(model, self.inputs, self.shapes)

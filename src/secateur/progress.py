@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -40,6 +41,22 @@ def progress_bar(items: Iterable[T], label: str, enabled: bool = True, total: in
         for item in items:
             yield item
             bar.advance(task)
+
+
+@contextmanager
+def phase(label: str, enabled: bool = True) -> Iterator[None]:
+    """Show a spinner labelled ``label`` while one long step runs (capture, export, a profile), on a terminal.
+
+    >>> with phase("demo"):
+    ...     pass
+    """
+    if not (enabled and interactive()):
+        yield
+        return
+    from rich.console import Console
+
+    with Console(stderr=True).status(label):
+        yield
 
 
 def _len(items: Iterable) -> int | None:

@@ -17,6 +17,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from .deps import require
+from .errors import InvalidParameterError, ModelFileError
 from .onnx_export import OnnxModel, export_onnx
 
 
@@ -47,34 +49,32 @@ def quantize(
     >>> q(torch.randn(3, 8)).shape
     torch.Size([3, 4])
     """
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
+    ort = require("onnxruntime.quantization", "int8 quantization")
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if mode != "int8":
-        raise ValueError(f"mode={mode!r} is not supported; use 'int8'")
+        raise InvalidParameterError(f"mode={mode!r} is not supported; use 'int8'")
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="secateur-q-") as tmp:
         if isinstance(model, nn.Module):
             if example_inputs is None:
-                raise ValueError("quantizing a module needs example_inputs=... to export it to ONNX first")
+                raise InvalidParameterError("quantizing a module needs example_inputs=... to export it to ONNX first")
             src = export_onnx(model, Path(tmp) / "fp32.onnx", example_inputs)
         else:
             src = Path(model)
             if not src.is_file():
-                from .errors import ModelFileError
-
                 raise ModelFileError(f"no ONNX file at {src}; export one with secateur.export_onnx first")
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(src), str(pre))
         staged = Path(tmp) / "int8.onnx"
         if calibration is not None:
             name = OnnxModel(pre).input_names[0]
-            quantize_static(str(pre), str(staged), _Reader(name, calibration), quant_format=QuantFormat.QDQ,
-                            per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            op_types_to_quantize=["Conv", "Gemm", "MatMul"])
+            ort.quantize_static(str(pre), str(staged), _Reader(name, calibration), quant_format=ort.QuantFormat.QDQ,
+                                per_channel=True, activation_type=ort.QuantType.QUInt8,
+                                weight_type=ort.QuantType.QInt8, op_types_to_quantize=["Conv", "Gemm", "MatMul"])
         else:
-            quantize_dynamic(str(pre), str(staged), op_types_to_quantize=["MatMul", "Gemm"],
-                             weight_type=QuantType.QInt8)
+            ort.quantize_dynamic(str(pre), str(staged), op_types_to_quantize=["MatMul", "Gemm"],
+                                 weight_type=ort.QuantType.QInt8)
         os.replace(staged, out_path)
     return OnnxModel(out_path)

@@ -80,6 +80,20 @@ class FinetuneStep(_Strict):
     alpha: float = Field(0.7, ge=0, le=1)
 
 
+class SensitivityStep(_Strict):
+    """Validation quality with each prunable group pruned alone at each level (curves in the report)."""
+
+    levels: list[float] = Field([0.25, 0.5, 0.75], min_length=1)
+    units: list[Literal["channels", "heads", "hidden", "groups"]] | None = None
+
+    @field_validator("levels")
+    @classmethod
+    def _fractions(cls, v: list[float]) -> list[float]:
+        if any(not 0 < x < 1 for x in v):
+            raise ValueError(f"levels {v} must be fractions in (0, 1), e.g. [0.25, 0.5, 0.75]")
+        return v
+
+
 class QuantizeStep(_Strict):
     mode: Literal["int8"] = "int8"
     calibration_batches: int = Field(8, ge=1)
@@ -111,6 +125,7 @@ class _OneKey(_Strict):
 class Step(_OneKey):
     """One pipeline step: exactly one of its keys is set."""
 
+    sensitivity: SensitivityStep | None = None
     prune: PruneStep | None = None
     finetune: FinetuneStep | None = None
     quantize: QuantizeStep | None = None

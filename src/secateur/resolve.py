@@ -13,7 +13,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import InvalidParameterError, MissingDependencyError, ModelFileError
+from .deps import require
+from .errors import InvalidParameterError, ModelFileError
 
 SPEC_HELP = "zoo:NAME, hf:FOLDER (a local Hugging Face model) or py:package.module:factory"
 
@@ -58,11 +59,7 @@ def parse_shape(text: str | None) -> tuple[int, ...] | None:
 
 def transformers_module():
     """``transformers``, or an error that says which extra installs it."""
-    try:
-        import transformers
-    except ImportError:
-        raise MissingDependencyError("this needs Hugging Face transformers: pip install 'secateur[hf]'") from None
-    return transformers
+    return require("transformers", "Hugging Face models")
 
 
 def hf_factory(folder: str | Path) -> Callable[[], nn.Module]:

@@ -36,6 +36,9 @@ class Spec:
         return {f.name: to_plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
 
+PLURAL = {"a number": "numbers", "a string": "strings", "an integer": "integers"}
+
+
 @functools.cache
 def hints(cls: type) -> dict[str, Any]:
     """The resolved type hints of a dataclass's fields."""
@@ -63,9 +66,10 @@ def _describe_one(hint: Any) -> str:
         return "one of " + ", ".join(repr(v) for v in get_args(hint))
     if origin is tuple:
         inner = describe(get_args(hint)[0])
-        return f"a list of {inner.removeprefix('one of ')}"
+        return f"a list of {PLURAL.get(inner, inner.removeprefix('one of '))}"
     if origin is dict:
-        return f"a mapping of names to {describe(get_args(hint)[1])}s"
+        inner = describe(get_args(hint)[1])
+        return f"a mapping of names to {PLURAL.get(inner, inner)}"
     if hasattr(hint, "describe"):
         return hint.describe()
     return {float: "a number", int: "an integer", bool: "true or false", str: "a string"}.get(

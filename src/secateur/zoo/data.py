@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from ..deps import require
 from ..errors import MissingDependencyError, ModelFileError
 
 
@@ -49,9 +50,7 @@ def digits(seed: int = 0) -> Dataset:
     >>> digits().test.x.shape
     torch.Size([361, 1, 8, 8])
     """
-    from sklearn.datasets import load_digits
-
-    raw = load_digits()
+    raw = require("sklearn.datasets", "the digits data set").load_digits()
     x = (raw.images / 16.0).astype(np.float32)[:, None]
     return Dataset("digits", *_split(x, raw.target.astype(np.int64), seed))
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from ..deps import require
 from ..errors import ModelFileError
 
 
@@ -25,7 +26,9 @@ def smollm2_file() -> Path:
 
 def smollm2() -> tuple[torch.nn.Module, object]:
     """(model, tokenizer): a LlamaForCausalLM with fp32 weights dequantized from GGUF, and its tokenizer."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    transformers = require("transformers", "SmolLM2")
+    require("gguf", "reading SmolLM2's GGUF file")
+    AutoModelForCausalLM, AutoTokenizer = transformers.AutoModelForCausalLM, transformers.AutoTokenizer  # noqa: N806
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     path = smollm2_file()
