@@ -60,3 +60,21 @@ def test_profile_counts_and_times():
     assert p.params == 16 * 32 + 32 + 32 * 4 + 4 and p.macs == 16 * 32 + 32 * 4 and p.batch_size == 8
     assert p.file_bytes > 4 * p.params and set(p.latency_ms) == {"torch", "onnxruntime"}
     assert all(v > 0 for v in p.latency_ms.values())
+
+
+@pytest.mark.parametrize("make", ["bert", "llama"])
+def test_text_models_export_with_dynamic_batch_and_sequence(make, tmp_path):
+    from secateur.zoo import hf
+
+    model = getattr(hf, make)().eval()
+    ids = torch.randint(0, 100, (2, 8))
+    onnx = sc.OnnxModel(sc.export_onnx(model, tmp_path / "m.onnx", {"input_ids": ids,
+                                                                     "attention_mask": torch.ones_like(ids)}))
+    assert onnx.input_names == ["input_ids", "attention_mask"]
+    for batch, length in ((1, 5), (3, 13)):
+        x = torch.randint(0, 100, (batch, length))
+        with torch.no_grad():
+            expected = model(input_ids=x, attention_mask=torch.ones_like(x))[0]
+        got = onnx(input_ids=x, attention_mask=torch.ones_like(x))
+        assert got.shape == expected.shape
+        torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
