@@ -12,10 +12,10 @@ from torch import nn
 
 from . import __version__
 from .counting import count_macs, count_nonzero_params, count_params
-from .errors import RecipeError
+from .errors import PruningError, RecipeError
 from .evaluate import accuracy
 from .explain import input_importance, kept_fractions, plot_explanations
-from .io import save
+from .io import OutputFolder, output_folder, save, save_pretrained
 from .latency import ort_latency_ms, torch_latency_ms
 from .onnx_export import OnnxModel, export_onnx
 from .pruning import prune
@@ -31,7 +31,7 @@ STAGE_NAMES = {"prune": "pruned", "finetune": "finetuned", "quantize": "quantize
 class Run:
     """One recipe run: the model, its data, the measured stages, and where files go."""
 
-    def __init__(self, recipe: Recipe, out: Path, progress: bool = True) -> None:
+    def __init__(self, recipe: Recipe, out: OutputFolder, progress: bool = True) -> None:
         self.recipe, self.out, self.progress = recipe, out, progress
         torch.manual_seed(recipe.seed)
         self.data: Dataset = load_dataset(recipe.data, recipe.seed)
@@ -45,7 +45,7 @@ class Run:
         self.bench_inputs = (x.repeat(-(-batch // len(x)), *[1] * (x.dim() - 1))[:batch].contiguous(),)
 
     def _onnx_path(self, stage: str) -> Path:
-        return self.out / "stages" / f"{stage}.onnx"
+        return self.out.path(f"stages/{stage}.onnx")
 
     def measure(self, stage: str) -> None:
         """Accuracy, params, MACs per sample, ONNX bytes and both latencies of the current model."""
@@ -73,6 +73,8 @@ class Run:
         batches = [b for _, b in zip(range(step.calibration_batches), calibration, strict=False)]
         self.prune_result = prune(self.model, step.method, example_inputs=self.data.example, calibration=batches,
                                   progress=self.progress)
+        if self.prune_result.plan.is_empty():
+            raise PruningError(f"the prune step {step.method.to_dict()} removed nothing; raise its sparsity")
         self.measure("pruned")
 
     def do_finetune(self, step: FinetuneStep) -> None:
@@ -98,9 +100,11 @@ class Run:
     def do_export(self, formats: list[str]) -> None:
         plan = self.prune_result.plan if self.prune_result else None
         if "safetensors" in formats:
-            save(self.model, self.out / "model", plan=plan, metadata={"recipe": self.recipe.name})
+            save(self.model, self.out.path("model"), plan=plan, metadata={"recipe": self.recipe.name})
+        if "hf" in formats:
+            save_pretrained(self.model, self.out.path("hf"), plan=plan, metadata={"recipe": self.recipe.name})
         if "onnx" in formats:
-            export_onnx(self.model, self.out / "model.onnx", self.data.example)
+            export_onnx(self.model, self.out.path("model.onnx"), self.data.example)
 
     def explanations(self) -> dict:
         """What survived (structured pruning) and which input features the final model relies on."""
@@ -109,7 +113,7 @@ class Run:
         kept = kept_fractions(self.prune_result.units)
         after = input_importance(self.model, self.data.test.x)
         if self.recipe.report.plot:
-            plot_explanations(after, kept, self.out / "importance.png")
+            plot_explanations(after, kept, self.out.path("importance.png"))
         return {"kept_fraction": kept, "units": self.prune_result.to_dict()["units"],
                 "input_importance_before": self.importance_before.squeeze().tolist(),
                 "input_importance_after": after.squeeze().tolist()}
@@ -151,14 +155,15 @@ def _model_for(recipe: Recipe, data: Dataset) -> nn.Module:
     return model
 
 
-def run_recipe(recipe: Recipe, out: str | Path, progress: bool = True) -> dict:
-    """Run every step of ``recipe``, write its files under ``out``, and return the report dict."""
-    run = Run(recipe, Path(out), progress)
-    run.out.mkdir(parents=True, exist_ok=True)
-    run.train_dense()
-    for step in recipe.steps:
-        if step.kind == "export":
-            run.do_export(step.export.formats)
-        else:
-            getattr(run, f"do_{step.kind}")(step.config)
-    return run.report()
+def run_recipe(recipe: Recipe, out: str | Path | OutputFolder, progress: bool = True) -> dict:
+    """Run every step of ``recipe``, write its files under ``out`` (a folder path, or an open
+    :class:`~secateur.io.OutputFolder`), and return the report dict."""
+    with output_folder(out) as folder:
+        run = Run(recipe, folder, progress)
+        run.train_dense()
+        for step in recipe.steps:
+            if step.kind == "export":
+                run.do_export(step.export.formats)
+            else:
+                getattr(run, f"do_{step.kind}")(step.config)
+        return run.report()

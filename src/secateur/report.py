@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+
+from .io.output import OutputFolder, output_folder
 
 COLUMNS = ("accuracy", "params", "non-zero", "MACs", "ONNX bytes", "torch ms", "ORT ms")
 
@@ -87,20 +88,13 @@ def plot(report: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def write_report(report: dict, out: str | Path, with_plot: bool = True) -> list[Path]:
-    """Write ``report.json``, ``report.md`` and (optionally) ``report.png`` into ``out``."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    _atomic_text(out / "report.json", json.dumps(report, indent=1))
-    _atomic_text(out / "report.md", to_markdown(report))
-    paths = [out / "report.json", out / "report.md"]
-    if with_plot:
-        plot(report, out / "report.png")
-        paths.append(out / "report.png")
+def write_report(report: dict, out: str | Path | OutputFolder, with_plot: bool = True) -> list[Path]:
+    """Write ``report.json``, ``report.md`` and (optionally) ``report.png`` into ``out`` (a folder path, or an
+    open :class:`~secateur.io.OutputFolder`)."""
+    with output_folder(out) as folder:
+        paths = [folder.write_text("report.json", json.dumps(report, indent=1)),
+                 folder.write_text("report.md", to_markdown(report))]
+        if with_plot:
+            paths.append(folder.path("report.png"))
+            plot(report, paths[-1])
     return paths
