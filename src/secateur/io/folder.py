@@ -183,6 +183,9 @@ class Snapshot:
         try:
             fd = os.open(name, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0), dir_fd=self.fd)
         except FileNotFoundError:
+            if name == MANIFEST:
+                raise ModelFileError(f"{self.path} holds no saved model (no {MANIFEST}); write one with "
+                                     "secateur.save(model, folder)") from None
             raise ModelFileError(f"{self.path / name} is missing; the folder was not fully written or was "
                                  "changed by hand") from None
         except OSError as err:
@@ -193,4 +196,4 @@ class Snapshot:
             if size > limit:
                 raise ModelFileError(f"{self.path / name} is {size:,} bytes, more than the {limit:,} expected; "
                                      "the folder is damaged or from another save")
-            return handle.read(limit)
+            return handle.read(size)
