@@ -107,6 +107,16 @@ def _fits(value: object, hint: object) -> bool:
     return isinstance(value, hint) if isinstance(hint, type) else False
 
 
+def _kind(hint: object) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_kind(a) for a in args)
+    if origin is list:
+        return f"a list of ({_kind(args[0])})"
+    names = {int: "an integer >= 0", float: "a number", bool: "true or false", str: "a string", type(None): "null"}
+    return names.get(hint, str(hint))
+
+
 def check_loop(loop: object, loop_type: type, epochs: int | None, where: str) -> dict:
     """The loop counters, if every field of ``loop_type`` is there with its type (ints non-negative) and
     the epoch does not pass ``epochs``."""
@@ -116,8 +126,8 @@ def check_loop(loop: object, loop_type: type, epochs: int | None, where: str) ->
         raise CheckpointError(f"{where}: the loop counters are not {sorted(fields)}; delete the checkpoint to start over")
     for name in sorted(fields):
         if not _fits(loop[name], hints[name]):
-            raise CheckpointError(f"{where}: loop counter {name}={str(loop[name])[:40]!r} is not "
-                                  f"{hints[name]}; the checkpoint is damaged")
+            raise CheckpointError(f"{where}: loop counter {name}={repr(loop[name])[:40]} is not "
+                                  f"{_kind(hints[name])}; the checkpoint is damaged")
     if epochs is not None and isinstance(loop.get("epoch"), int) and loop["epoch"] > epochs:
         raise CheckpointError(f"{where} is at epoch {loop['epoch']}, past the {epochs} epochs asked for; resume with "
                               f"epochs >= {loop['epoch']} or delete the checkpoint")
@@ -139,7 +149,7 @@ def _check_groups(saved: object, optimizer: torch.optim.Optimizer, where: str) -
                                       "with the same settings or delete the checkpoint")
         lr, top = group["lr"], now.get("initial_lr", now["lr"])
         if not isinstance(lr, int | float) or isinstance(lr, bool) or not math.isfinite(lr) or not 0 <= lr <= top:
-            raise CheckpointError(f"{where}: lr={str(lr)[:20]!r} is not a learning rate this run's schedule reaches "
+            raise CheckpointError(f"{where}: lr={repr(lr)[:20]} is not a learning rate this run's schedule reaches "
                                   f"(0 to {top}); the checkpoint is damaged")
 
 
