@@ -21,6 +21,9 @@ from .folder import MANIFEST, Snapshot
 from .manifest import MAX_BYTES, Manifest, parse_manifest
 from .state import decode_all, decompressed, parse_tensors, unpack_bits
 
+ATTEMPTS = 8  # a save committed while reading: read the new one (each commit replaces the folder in one step)
+
+
 def read_manifest(directory: str | os.PathLike) -> Manifest:
     """The validated manifest of a saved folder (its files are not read)."""
     with Snapshot(directory) as snap:
@@ -38,12 +41,12 @@ def _verified(snap: Snapshot, manifest: Manifest, name: str) -> bytes:
 
 def read_folder(directory: str | os.PathLike) -> tuple[Manifest, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Verify a saved folder and decode it: (manifest, tensors, keep-masks by name). Nothing else is touched."""
-    for attempt in range(3):
+    for attempt in range(ATTEMPTS):
         with Snapshot(directory) as snap:
             try:
                 return _read(snap)
             except ModelFileError:
-                if attempt == 2 or not _replaced(snap):
+                if attempt == ATTEMPTS - 1 or not _replaced(snap):
                     raise
     raise AssertionError("unreachable")
 
