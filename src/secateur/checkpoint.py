@@ -27,7 +27,7 @@ from safetensors.torch import save as tensors_to_bytes
 from torch import nn
 
 from .errors import CheckpointError, SecateurError
-from .io.fs import FolderLock, remove_file, rename, write_file
+from .io.fs import FolderLock, remove_file, rename, write_file, writing
 from .io.state import parse_tensors
 from .transaction import restored_data
 
@@ -61,7 +61,8 @@ def save_checkpoint(directory: str | os.PathLike, model: nn.Module, optimizer: t
     """Write the training state into ``directory`` as one file, atomically; ``best`` is the best epoch's
     model state so far, if any."""
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    with writing(directory):
+        directory.mkdir(parents=True, exist_ok=True)
     tensors = {f"model.{k}": v.detach().contiguous().clone() for k, v in model.state_dict().items()}
     tensors |= {f"best.{k}": v.detach().contiguous().clone() for k, v in (best or {}).items()}
     optim_tensors, optim_meta = _split_optimizer(optimizer.state_dict())
@@ -69,7 +70,7 @@ def save_checkpoint(directory: str | os.PathLike, model: nn.Module, optimizer: t
     meta = {"format": FORMAT, "sha256": digest(tensors), "optimizer": optim_meta,
             "scheduler": scheduler.state_dict(), "loop": loop}
     data = tensors_to_bytes(tensors, metadata={"secateur": json.dumps(meta)})
-    with FolderLock(directory):
+    with writing(directory), FolderLock(directory):
         for stale in directory.glob(f".{FILE}.*.tmp"):  # left by a run that was killed while writing
             remove_file(stale)
         tmp = directory / f".{FILE}.{secrets.token_hex(4)}.tmp"

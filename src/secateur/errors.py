@@ -46,6 +46,10 @@ class OutputExistsError(SecateurError, FileExistsError):
     """An output folder that holds files secateur did not write (pass overwrite / --overwrite to write there)."""
 
 
+class OutputError(SecateurError, OSError):
+    """A file or folder secateur cannot write (no permission, no space left, a path through a file)."""
+
+
 class FolderLockedError(SecateurError, BlockingIOError):
     """Another process is writing the same folder at this moment."""
 

@@ -108,7 +108,12 @@ def write_folder(target: str | os.PathLike, writes: set[str], stage: Callable[[P
     """Write a folder atomically: ``stage(folder)`` writes the files named in ``writes`` into a fresh
     staging folder (its manifest last); the result replaces ``target`` in one step."""
     target = Path(os.path.abspath(target))
-    target.parent.mkdir(parents=True, exist_ok=True)
+    with fs.writing(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return _write_locked(target, writes, stage, overwrite)
+
+
+def _write_locked(target: Path, writes: set[str], stage: Callable[[Path], None], overwrite: bool) -> Path:
     with fs.FolderLock(target):
         recover(target)
         carried = check_target(target, writes, overwrite)

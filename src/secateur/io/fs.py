@@ -13,9 +13,10 @@ import hashlib
 import os
 import re
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from ..errors import FolderLockedError, ModelFileError
+from ..errors import FolderLockedError, ModelFileError, OutputError, SecateurError
 
 NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,199}")
 CHUNK = 16 << 20
@@ -45,6 +46,19 @@ def check_name(name: object, where: str) -> str:
         raise ModelFileError(f"{where}: {name!r} is not a plain file name inside the folder; the manifest is damaged "
                              "or was written to reach files elsewhere")
     return name
+
+
+@contextmanager
+def writing(where: str | os.PathLike) -> Iterator[None]:
+    """Turn an operating-system refusal to write (permissions, space, a path through a file) into a named
+    :class:`OutputError`."""
+    try:
+        yield
+    except SecateurError:
+        raise
+    except OSError as err:
+        raise OutputError(f"cannot write {where}: {err.strerror or err}; choose a folder you can write to (with "
+                          "free space)") from None
 
 
 def _pieces(data: bytes) -> Iterator[memoryview]:

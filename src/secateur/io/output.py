@@ -46,8 +46,9 @@ class OutputFolder:
     def __enter__(self) -> OutputFolder:
         if self.root.exists() and (self.root.is_symlink() or not self.root.is_dir()):
             raise OutputExistsError(f"{self.root} exists and is not a folder; choose another output folder")
-        self.root.mkdir(parents=True, exist_ok=True)
-        self._lock.__enter__()
+        with fs.writing(self.root):
+            self.root.mkdir(parents=True, exist_ok=True)
+            self._lock.__enter__()
         try:
             self._clear_previous()
             if not (self.root / MARK).exists():
@@ -112,15 +113,17 @@ class OutputFolder:
                 raise OutputExistsError(f"{path} exists and secateur did not write it; move it or pass --overwrite")
             self.files.append(rel)
             self._record("running")
-        path.parent.mkdir(parents=True, exist_ok=True)
+        with fs.writing(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
         return path
 
     def write_text(self, rel: str, text: str) -> Path:
         """Write a text file atomically (a reader sees the old content or the new)."""
         path = self.path(rel)
         tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-        fs.write_file(tmp, text.encode())
-        fs.rename(tmp, path)
+        with fs.writing(path):
+            fs.write_file(tmp, text.encode())
+            fs.rename(tmp, path)
         return path
 
 
