@@ -407,7 +407,8 @@ def test_damaged_files_are_model_file_errors(tmp_path, damage):
         (tmp_path / "manifest.json").write_text("{not json")
     else:
         raw = (tmp_path / name).read_bytes()
-        (tmp_path / name).write_bytes(raw[: len(raw) // 2] if damage == "truncate" else raw[:12] + b"\0" * 40 + raw[52:])
+        damaged = raw[: len(raw) // 2] if damage == "truncate" else raw[:12] + b"\0" * 40 + raw[52:]
+        (tmp_path / name).write_bytes(damaged)
         refresh(tmp_path, name)
     with pytest.raises(sc.ModelFileError):
         sc.load(tmp_path, base=mlp)

@@ -124,7 +124,8 @@ def check_loop(loop: object, loop_type: type, epochs: int | None, where: str) ->
     hints = typing.get_type_hints(loop_type)
     fields = {f.name for f in dataclasses.fields(loop_type)}
     if not isinstance(loop, dict) or set(loop) != fields:
-        raise CheckpointError(f"{where}: the loop counters are not {sorted(fields)}; delete the checkpoint to start over")
+        raise CheckpointError(f"{where}: the loop counters are not {sorted(fields)}; delete the checkpoint to "
+                              "start over")
     for name in sorted(fields):
         if not _fits(loop[name], hints[name]):
             raise CheckpointError(f"{where}: loop counter {name}={repr(loop[name])[:40]} is not "

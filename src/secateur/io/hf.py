@@ -65,7 +65,8 @@ def _llama_pads(model: nn.Module, unexpressed: list[str]) -> tuple[dict, dict]:
         ratios = {q // kv for q, kv, _ in shapes.values() if kv}
         if len(ratios) != 1 or any(q % kv for q, kv, _ in shapes.values()):
             raise NotExpressibleError("query heads per key-value group differ between layers")
-        kv_heads, ratio, head_dim = max(kv for _, kv, _ in shapes.values()), ratios.pop(), next(iter(shapes.values()))[2]
+        kv_heads, ratio = max(kv for _, kv, _ in shapes.values()), ratios.pop()
+        head_dim = next(iter(shapes.values()))[2]
         for n in attention:
             for proj, rows in (("q_proj", kv_heads * ratio), ("k_proj", kv_heads), ("v_proj", kv_heads)):
                 pads[f"{n}.{proj}.weight"] = pads[f"{n}.{proj}.bias"] = {0: rows * head_dim}

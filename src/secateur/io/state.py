@@ -77,7 +77,8 @@ def parse_tensors(raw: bytes, where: str) -> dict[str, torch.Tensor]:
     try:
         return tensors_from_bytes(raw)
     except (SafetensorError, ValueError, TypeError, RuntimeError, OverflowError) as err:
-        raise ModelFileError(f"{where} is not a valid safetensors file ({str(err)[:160]}); the file is damaged") from None
+        raise ModelFileError(f"{where} is not a valid safetensors file ({str(err)[:160]}); the file is "
+                             "damaged") from None
 
 
 def _parts(name: str, meta: TensorEntry) -> dict[str, tuple[str, ...]]:
