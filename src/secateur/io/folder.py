@@ -182,6 +182,13 @@ class Snapshot:
     def __exit__(self, *exc: object) -> None:
         os.close(self.fd)
 
+    def replaced(self) -> bool:
+        """Whether a save was committed into the folder since it was opened (a reader then reads it again)."""
+        try:
+            return os.stat(self.path).st_ino != os.fstat(self.fd).st_ino
+        except FileNotFoundError:
+            return True
+
     def read(self, name: str, limit: int) -> bytes:
         """The bytes of file ``name`` (a plain name), at most ``limit`` of them, or a named error."""
         fs.check_name(name, str(self.path))
