@@ -117,6 +117,8 @@ def test_a_save_killed_between_any_two_operations_loads_as_old_or_new(tmp_path, 
         outcomes.append(next(name for name, p in prints.items() if equal(found, p)))
         write(later, folder)  # the next save recovers whatever the kill left
         assert len(fingerprint(sc.load(folder, base=_base_for(kind)))) == len(prints["new"])
+    print(f"\n{kind} ({'renameat2' if exchange else 'two renames'}): killed at each of {total} operations -> "
+          f"{outcomes.count('old')} old, {outcomes.count('new')} new, 0 mixed")
     assert outcomes[0] == "old" and outcomes[-1] == "new" and outcomes == sorted(outcomes, key=("old", "new").index)
     leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
     assert leftovers == []
@@ -173,6 +175,8 @@ def test_a_checkpoint_killed_between_any_two_operations_resumes_exactly(tmp_path
         model = mlp(5)
         resumed_from.append(sc.finetune(model, DATA, epochs=3, checkpoint_dir=folder, progress=False).resumed_from)
         assert equal(fingerprint(model), fingerprint(reference))
+    print(f"\ncheckpoint: killed at each of {per_epoch} operations of epoch 2's save -> resumed from epoch "
+          f"{resumed_from}, every run ending equal to the uninterrupted one")
     assert resumed_from[0] == 1 and set(resumed_from) <= {1, 2}
 
 
@@ -224,6 +228,7 @@ def test_sigkill_at_random_moments_leaves_a_loadable_folder(tmp_path):
             outcomes.append(None)
         sc.save(pruned(3), folder)
         assert equal(fingerprint(sc.load(folder, base=lambda: mlp(0))), fingerprint(pruned(3)))
+    print(f"\nSIGKILL trials: {outcomes} (index of the save loaded; None: killed before the first commit)")
     assert len(outcomes) == 8 and any(o is not None for o in outcomes)
 
 
@@ -243,4 +248,5 @@ def test_readers_beside_a_writer_see_whole_saves(tmp_path):
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.join()
+    print(f"\nreader beside a writer: {len(seen)} loads, {seen.count(0)} of save 0, {seen.count(1)} of save 1")
     assert len(seen) >= 10 and set(seen) == {0, 1}
