@@ -103,11 +103,13 @@ def test_rollback_restores_data_into_the_same_parameter_objects(method, monkeypa
     (["profile", "zoo:mlp", "--runs", "0"], "--runs"),
     (["prune", "zoo:mlp", "--out", "o", "--ratios", "abc"], "'abc' is not NAME=VALUE"),
     (["inspect", "."], "holds no saved model"),
+    (["prune", "zoo:mlp"], "Missing option '--out'"),
+    (["prnue", "zoo:mlp"], "No such command 'prnue'"),
 ])
 def test_cli_option_mistakes_exit_2_with_one_line(args, message):
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
-    assert isinstance(result.exception, SystemExit)
+    assert isinstance(result.exception, SystemExit) and result.output.count("\n") == 1
 
 
 @pytest.mark.parametrize("damage", ["truncate", "lzma", "json"])

@@ -17,8 +17,35 @@ import typer
 
 from .errors import InvalidParameterError, SecateurError
 
+_USAGE_ERROR = typer.BadParameter.__bases__[0]  # click's UsageError (typer vendors click)
+
+
+class _OneLineErrors(typer.core.TyperGroup):
+    """Usage mistakes click catches itself (an unknown option, a bad value for a typed option, a missing
+    argument) end like every other secateur error: one line on stderr and exit status 2."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        import sys
+
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except _USAGE_ERROR as err:
+            if type(err).__name__ == "NoArgsIsHelpError":  # `secateur` alone: the help, as click shows it
+                err.show()
+            else:
+                where = f"{err.ctx.command_path}: " if err.ctx else ""
+                typer.echo(f"error: {where}{err.format_message()} (see --help)", err=True)
+            code = 2
+        except typer.Abort:
+            typer.echo("aborted", err=True)
+            code = 1
+        if not standalone_mode:
+            return code
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(help="Prune PyTorch models: smaller and faster, measured.", no_args_is_help=True,
-                  pretty_exceptions_enable=False, add_completion=False)
+                  pretty_exceptions_enable=False, add_completion=False, cls=_OneLineErrors)
 EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
 MODEL_HELP = "zoo:NAME, hf:FOLDER (a local Hugging Face model) or py:package.module:factory"
 METHOD_HELP = "Method name (see `secateur methods`); its options follow as --OPTION VALUE."
