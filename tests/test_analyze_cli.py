@@ -59,7 +59,8 @@ def test_hf_heads_not_expressible_in_bert_config_still_reload_with_secateur(tmp_
     sc.prune(model, sc.Structured(sparsity=0.5, units=("heads",)), example_inputs=IDS)
     sc.save(model, tmp_path)
     manifest = json.loads((tmp_path / "manifest.json").read_text())
-    assert manifest["hf_config"] == {"complete": False, "unexpressed": ["heads"]}
+    assert manifest["kind"] == "secateur" and not (tmp_path / "config.json").exists()
+    assert "heads" in manifest["huggingface"]["reason"] and not manifest["huggingface"]["loadable"]
     assert torch.equal(sc.load(tmp_path, base=bert).eval()(**IDS)[0], model(**IDS)[0])
 
 

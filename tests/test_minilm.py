@@ -42,3 +42,23 @@ def test_minilm_heads_and_ffn_shrink_and_embeddings_stay_related(minilm, tmp_pat
     assert float(cosine.mean()) > 0.7  # measured 0.85 here; docs/benchmarks.md has the curve
     sc.save(model, tmp_path)
     assert torch.equal(_embed(sc.load(tmp_path, base=path), enc), _embed(model, enc))
+
+
+def test_minilm_with_30_percent_of_heads_pruned_reopens_in_plain_transformers(minilm, tmp_path):
+    """Issue 10's acceptance figure: plain AutoModel.from_pretrained of save_pretrained's folder gives the
+    pruned model's embeddings (transformers 5 has no pruned_heads, so the removed heads are zero-padded)."""
+    from transformers import AutoModel
+
+    path, tok, model = minilm
+    model = AutoModel.from_pretrained(path).eval()
+    enc = dict(tok(SENTENCES, padding=True, return_tensors="pt"))
+    sc.prune(model, sc.Structured(sparsity=0.3, units=("heads",)), example_inputs=enc)
+    heads = [layer.attention.self.num_attention_heads for layer in model.encoder.layer]
+    assert heads == [9] * 6  # 12 -> 9 per layer
+    sc.save_pretrained(model, tmp_path / "hf")
+    reopened = AutoModel.from_pretrained(tmp_path / "hf").eval()
+    cosine = (_embed(reopened, enc) * _embed(model, enc)).sum(-1)
+    print(f"\nMiniLM 30% heads, plain from_pretrained: cosine min {float(cosine.min()):.9f}")
+    assert float(cosine.min()) > 1 - 1e-6
+    sc.save(model, tmp_path / "own")  # secateur's folder: no config.json, the pruned shapes rebuilt exactly
+    assert torch.equal(_embed(sc.load(tmp_path / "own", base=path), enc), _embed(model, enc))

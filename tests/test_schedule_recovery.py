@@ -102,4 +102,4 @@ def test_resume_after_interruption_continues_exactly(tmp_path):
     assert result.resumed_from == 2 and len(result.losses) == 4
     for a, b in zip(resumed.state_dict().values(), reference.state_dict().values(), strict=True):
         assert torch.equal(a, b)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.json", "checkpoint.safetensors"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.safetensors"]

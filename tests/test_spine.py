@@ -139,7 +139,7 @@ def test_save_writes_the_true_shapes_without_changing_the_model(tmp_path):
     config, state = copy.deepcopy(model.config.to_dict()), {k: v.clone() for k, v in model.state_dict().items()}
     sc.save(model, tmp_path)
     assert model.config.to_dict() == config and all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
-    assert json.loads((tmp_path / "config.json").read_text())["intermediate_size"] == 64  # what the weights are
+    assert json.loads((tmp_path / "secateur.config.json").read_text())["intermediate_size"] == 64  # the weights' size
     loaded = sc.load(tmp_path, base=bert)
     assert torch.equal(loaded.eval()(input_ids=IDS)[0], model(input_ids=IDS)[0])
 

@@ -19,7 +19,8 @@ __version__ = "0.2.0"
 _EXPORTS = {
     "errors": ["GraphCaptureError", "InputError", "InvalidParameterError", "InvalidSparsityError",
                "MissingDependencyError", "ModelFileError", "PruningError", "RecipeError", "SecateurError",
-               "UnknownCriterionError", "UnknownMethodError"],
+               "UnknownCriterionError", "UnknownMethodError", "CheckpointError", "FolderLockedError",
+               "NotExpressibleError", "OutputError", "OutputExistsError"],
     "methods": ["Latency", "Macs", "Magnitude", "Method", "OneShot", "Params", "SemiStructured", "SparseGPT",
                 "Structured", "Unstructured", "Wanda", "register_method"],
     "criteria": ["Criterion", "register_criterion"],
@@ -32,7 +33,7 @@ _EXPORTS = {
     "structured": ["group_key"],
     "masks": ["unmask"],
     "graph": ["register_rule"],
-    "io": ["load", "save"],
+    "io": ["load", "save", "save_pretrained"],
     "training": ["FinetuneResult", "finetune"],
     "schedule": ["GradualPruning", "iterative_prune"],
     "allocation": ["Sensitivity", "allocate", "sensitivity"],
@@ -67,12 +68,17 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .allocation import Sensitivity, allocate, sensitivity
     from .criteria import Criterion, register_criterion
     from .errors import (
+        CheckpointError,
+        FolderLockedError,
         GraphCaptureError,
         InputError,
         InvalidParameterError,
         InvalidSparsityError,
         MissingDependencyError,
         ModelFileError,
+        NotExpressibleError,
+        OutputError,
+        OutputExistsError,
         PruningError,
         RecipeError,
         SecateurError,
@@ -82,7 +88,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .evaluate import accuracy
     from .graph import register_rule
     from .handlers import register_handler
-    from .io import load, save
+    from .io import load, save, save_pretrained
     from .llm.corpus import perplexity
     from .masks import unmask
     from .methods import (

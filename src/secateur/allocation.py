@@ -15,7 +15,7 @@ from torch import nn
 from .counting import count_macs, count_params
 from .criteria import get_criterion
 from .deps import require
-from .errors import PruningError
+from .errors import InvalidParameterError, PruningError
 from .inputs import Inputs, as_batches, as_inputs, logits_of
 from .methods import Latency, Macs, Params, Structured, Unstructured
 from .methods.base import check_fraction
@@ -142,6 +142,10 @@ def sensitivity(model: nn.Module, method: Structured | Unstructured, evaluate: E
     >>> [(c.key, c.params) for c in s.curves]
     [('0', [58, 30])]
     """
+    if not isinstance(method, Structured | Unstructured):
+        raise InvalidParameterError(f"sensitivity prunes groups (structured) or layers (unstructured) one at a time; "
+                                    f"{type(method).__name__} is neither: pass sc.Structured(...) or "
+                                    "sc.Unstructured(...)")
     for r in ratios:
         check_fraction("ratio", r)
     inputs = as_inputs(example_inputs)

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 from torch import nn
 
+from .errors import InvalidParameterError
 from .handlers import _blocks
 from .inputs import as_inputs
 from .methods import Structured
@@ -106,6 +107,10 @@ def analyze(model: nn.Module, example_inputs: object, method: Structured | None 
     >>> [(g.members, g.skipped) for g in a.groups]
     [('0.out => 2.in', None), ('2.out', 'tied to a model output')]
     """
+    if method is not None and not isinstance(method, Structured):
+        raise InvalidParameterError(f"analyze shows the coupled groups structured pruning would cut; "
+                                    f"{type(method).__name__} masks weights instead (prune with it directly, or "
+                                    "analyze with the structured method)")
     inputs = as_inputs(example_inputs)
     chosen = method or Structured(sparsity=0.5)
     blocks = _blocks(model, chosen, inputs) if "blocks" in (chosen.units or ()) else []

@@ -18,8 +18,35 @@ import typer
 
 from .errors import InvalidParameterError, SecateurError
 
+_USAGE_ERROR = typer.BadParameter.__bases__[0]  # click's UsageError (typer vendors click)
+
+
+class _OneLineErrors(typer.core.TyperGroup):
+    """Usage mistakes click catches itself (an unknown option, a bad value for a typed option, a missing
+    argument) end like every other secateur error: one line on stderr and exit status 2."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        import sys
+
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except _USAGE_ERROR as err:
+            if type(err).__name__ == "NoArgsIsHelpError":  # `secateur` alone: the help, as click shows it
+                err.show()
+            else:
+                where = f"{err.ctx.command_path}: " if err.ctx else ""
+                typer.echo(f"error: {where}{err.format_message()} (see --help)", err=True)
+            code = 2
+        except typer.Abort:
+            typer.echo("aborted", err=True)
+            code = 1
+        if not standalone_mode:
+            return code
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(help="Prune PyTorch models: smaller and faster, measured.", no_args_is_help=True,
-                  pretty_exceptions_enable=False, add_completion=False)
+                  pretty_exceptions_enable=False, add_completion=False, cls=_OneLineErrors)
 EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
 MODEL_HELP = "zoo:NAME, hf:FOLDER (a local Hugging Face model) or py:package.module:factory"
 METHOD_HELP = "Method name (see `secateur methods`); its options follow as --OPTION VALUE."
@@ -84,42 +111,49 @@ def _threads() -> None:
     torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
 
 
-def _run(recipe_path: Path, out: Path | None, quiet: bool) -> None:
+def _run(recipe_path: Path, out: Path | None, quiet: bool, overwrite: bool) -> None:
+    from .io import OutputFolder
     from .recipe import LMRecipe, load_recipe
     from .report import print_table, write_report
 
     _threads()
     recipe = load_recipe(recipe_path)
-    out = out or Path("runs") / recipe.name
-    if isinstance(recipe, LMRecipe):
-        from .lm_pipeline import lm_markdown, run_lm_recipe
+    with OutputFolder(out or Path("runs") / recipe.name, overwrite) as folder:
+        if isinstance(recipe, LMRecipe):
+            from .lm_pipeline import lm_markdown, run_lm_recipe
 
-        report = run_lm_recipe(recipe, out, progress=not quiet)
-        (out / "report.json").write_text(json.dumps(report, indent=1))
-        (out / "report.md").write_text(lm_markdown(report))
-        typer.echo(lm_markdown(report))
-        return
-    from .pipeline import run_recipe
+            report = run_lm_recipe(recipe, folder, progress=not quiet)
+            folder.write_text("report.json", json.dumps(report, indent=1))
+            folder.write_text("report.md", lm_markdown(report))
+            typer.echo(lm_markdown(report))
+            return
+        from .pipeline import run_recipe
 
-    report = run_recipe(recipe, out, progress=not quiet)
-    paths = write_report(report, out, with_plot=recipe.report.plot)
+        report = run_recipe(recipe, folder, progress=not quiet)
+        paths = write_report(report, folder, with_plot=recipe.report.plot)
     print_table(report)
     typer.echo("wrote " + ", ".join(str(p) for p in paths))
 
 
+OVERWRITE_HELP = ("Write into a folder that holds files secateur did not write, replacing only those with the names "
+                  "secateur writes.")
+
+
 @app.command()
 def demo(out: Path = typer.Option(Path("runs/demo"), help="Folder for the report and model files."),
-         quiet: bool = typer.Option(False, help="No progress bars.")) -> None:
+         quiet: bool = typer.Option(False, help="No progress bars."),
+         overwrite: bool = typer.Option(False, help=OVERWRITE_HELP)) -> None:
     """Train a digits CNN, prune it to half its MACs, distil, quantize to int8, export, and measure."""
-    _guard(_run, demo_recipe_path(), out, quiet)
+    _guard(_run, demo_recipe_path(), out, quiet, overwrite)
 
 
 @app.command()
 def run(recipe: Path = typer.Argument(..., help="A YAML recipe, e.g. examples/mlp-unstructured.yaml."),
         out: Path | None = typer.Option(None, help="Output folder (default runs/<recipe name>)."),
-        quiet: bool = typer.Option(False, help="No progress bars.")) -> None:
+        quiet: bool = typer.Option(False, help="No progress bars."),
+        overwrite: bool = typer.Option(False, help=OVERWRITE_HELP)) -> None:
     """Run the pipeline a recipe describes."""
-    _guard(_run, recipe, out, quiet)
+    _guard(_run, recipe, out, quiet, overwrite)
 
 
 @app.command()
@@ -207,24 +241,30 @@ def prune(ctx: typer.Context, model: str = typer.Argument(..., help=MODEL_HELP),
           input_shape: str | None = typer.Option(None, help="For py: models, e.g. 1,3,32,32."),
           weights: str | None = typer.Option(None, help="Weights for py: models (.safetensors)."),
           calibration: Path | None = typer.Option(None, help=CALIBRATION_HELP),
-          quiet: bool = typer.Option(False, help="No progress bars.")) -> None:
+          quiet: bool = typer.Option(False, help="No progress bars."),
+          overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
+          hf: bool = typer.Option(False, "--hf", help="Write a Hugging Face checkpoint (transformers models), "
+                                  "zero-padding sizes the config cannot express.")) -> None:
     """Prune a model and save it, e.g. `secateur prune zoo:mlp --sparsity 0.5 --out runs/mlp`; reload it
     with `secateur load OUT --base MODEL`. Structured pruning removes half of each group by default."""
 
     def work() -> None:
-        from .io import save
+        from .io import describe, save, save_pretrained
+        from .io.folder import check_target
         from .pruning import prune as run_prune
 
         chosen = method_from_cli(method, ctx.args, 0.5)
         batches = load_calibration(calibration)
+        check_target(out.absolute(), set(), overwrite)  # before the work, not after it
         _threads()
         r = _resolve(model, weights, input_shape)
         result = run_prune(r.model, chosen, example_inputs=r.example_inputs, calibration=batches,
                            progress=not quiet)
-        save(r.model, out, metadata={"base": model})
-        (out / "prune.json").write_text(json.dumps(result.to_dict(), indent=1))
+        record = {"prune.json": json.dumps(result.to_dict(), indent=1).encode()}
+        writer = save_pretrained if hf else save
+        writer(r.model, out, metadata={"base": model}, overwrite=overwrite, extra_files=record)
         typer.echo(result.summary())
-        typer.echo(f"wrote {out}")
+        typer.echo(f"wrote {describe(out)}")
 
     _guard(work)
 
@@ -238,12 +278,27 @@ def load(folder: Path = typer.Argument(..., help="A folder written by `secateur 
 
     def work() -> None:
         from .counting import count_macs, count_params
+        from .io import describe
         from .io import load as run_load
 
         r = _resolve(base, weights, input_shape)
+        typer.echo(describe(folder))
         model = run_load(folder, base=r.factory).eval()
         typer.echo(f"loaded {folder} onto {base}: params {count_params(r.model):,} -> {count_params(model):,}, "
                    f"MACs {count_macs(r.model, r.example_inputs):,} -> {count_macs(model, r.example_inputs):,}")
+
+    _guard(work)
+
+
+@app.command()
+def inspect(folder: Path = typer.Argument(..., help="A folder written by secateur.")) -> None:
+    """Verify a saved folder (every file's size and SHA-256, every tensor) and say what it is: a Hugging Face
+    checkpoint that from_pretrained loads, or a secateur folder that `secateur load` rebuilds."""
+
+    def work() -> None:
+        from .io import describe
+
+        typer.echo(describe(folder))
 
     _guard(work)
 
@@ -272,23 +327,25 @@ def sensitivity(ctx: typer.Context, model: str = typer.Argument(..., help=MODEL_
                 input_shape: str | None = typer.Option(None, help="For py: models, e.g. 1,3,32,32."),
                 weights: str | None = typer.Option(None, help="Weights for py: models (.safetensors)."),
                 calibration: Path | None = typer.Option(None, help=CALIBRATION_HELP),
-                quiet: bool = typer.Option(False, help="No progress bars.")) -> None:
+                quiet: bool = typer.Option(False, help="No progress bars."),
+                overwrite: bool = typer.Option(False, help=OVERWRITE_HELP)) -> None:
     """Quality against pruned fraction for each prunable group (or layer), pruned alone (quality: output
     fidelity to the dense model on its example inputs)."""
 
     def work() -> None:
         from .allocation import sensitivity as run_sensitivity
+        from .io import OutputFolder
         from .schema import coerce
 
         chosen = method_from_cli(method, ctx.args or (["--sparsity", "0"] if method == "unstructured" else []), 0.0)
         fractions = coerce(levels, tuple[float, ...], text=True)
-        r = _resolve(model, weights, input_shape)
-        result = run_sensitivity(r.model, chosen, example_inputs=r.example_inputs, ratios=fractions,
-                                 calibration=load_calibration(calibration), progress=not quiet)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "sensitivity.md").write_text(result.to_markdown())
-        (out / "sensitivity.json").write_text(json.dumps(result.to_dict(), indent=1))
-        result.plot(out / "sensitivity.png")
+        with OutputFolder(out, overwrite) as folder:
+            r = _resolve(model, weights, input_shape)
+            result = run_sensitivity(r.model, chosen, example_inputs=r.example_inputs, ratios=fractions,
+                                     calibration=load_calibration(calibration), progress=not quiet)
+            folder.write_text("sensitivity.md", result.to_markdown())
+            folder.write_text("sensitivity.json", json.dumps(result.to_dict(), indent=1))
+            result.plot(folder.path("sensitivity.png"))
         typer.echo(result.to_text())
         typer.echo(f"wrote {out}")
 

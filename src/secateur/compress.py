@@ -28,6 +28,7 @@ def quantize_rows(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Symmetric int8 with one scale per output row (fp16-representable): ``w ~ q * scale[row]``; zero
     maps to zero."""
     scale = _row_scale(w).half().float()
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))  # an all-zero row: any scale keeps it zero
     q = torch.round(w.reshape(w.shape[0], -1) / scale[:, None]).clamp(-127, 127).to(torch.int8)
     return q.reshape(w.shape), scale
 
@@ -66,22 +67,36 @@ def encode(name: str, t: torch.Tensor, mode: Mode = "auto", keep: torch.Tensor |
     return out, {**meta, "encoding": f"bitmask{suffix}"}
 
 
+def _damaged(name: str, what: str) -> ModelFileError:
+    return ModelFileError(f"{name}: {what}; the weights file is damaged")
+
+
 def decode(name: str, stored: dict[str, torch.Tensor], meta: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The tensor ``encode`` stored under ``name``, and its kept positions (None when stored dense)."""
+    """The tensor ``encode`` stored under ``name``, and its kept positions (None when stored dense); every
+    size is checked against ``meta`` first, so a damaged file is a :class:`ModelFileError`, never a crash."""
     shape, dtype, encoding = meta["shape"], getattr(torch, meta["dtype"]), meta["encoding"]
-    if encoding == "plain":
-        return stored[name].to(dtype), None
-    values, positions = stored[f"{name}::values"], None
     numel = int(np.prod(shape))
+    if encoding == "plain":
+        if stored[name].numel() != numel:
+            raise _damaged(name, f"{stored[name].numel()} values stored for shape {shape}")
+        return stored[name].reshape(shape).to(dtype), None
+    values, positions = stored[f"{name}::values"], None
     if encoding.startswith("bitmask"):
-        bits = np.unpackbits(stored[f"{name}::bits"].numpy(), count=numel).astype(bool)
-        positions = torch.from_numpy(bits)
+        bits = stored[f"{name}::bits"]
+        if bits.dim() != 1 or bits.numel() != (numel + 7) // 8 or values.dim() != 1:
+            raise _damaged(name, f"a bitmask of {bits.numel()} bytes does not cover shape {shape}")
+        positions = torch.from_numpy(np.unpackbits(bits.numpy(), count=numel).astype(bool))
         if int(positions.sum()) != values.numel():
-            raise ModelFileError(f"{name}: the bitmask keeps {int(positions.sum())} positions but {values.numel()} "
-                                 "values are stored; the weights file is damaged")
+            raise _damaged(name, f"the bitmask keeps {int(positions.sum())} positions but {values.numel()} values "
+                           "are stored")
         full = torch.zeros(numel, dtype=values.dtype)
         full[positions] = values
         values, positions = full, positions.reshape(shape)
+    elif values.numel() != numel:
+        raise _damaged(name, f"{values.numel()} values stored for shape {shape}")
     if encoding.endswith("int8"):
-        values = dequantize_rows(values.reshape(shape), stored[f"{name}::scale"].float())
+        scale = stored[f"{name}::scale"]
+        if not shape or scale.dim() != 1 or scale.numel() != shape[0]:
+            raise _damaged(name, f"{scale.numel()} row scales stored for shape {shape}")
+        values = dequantize_rows(values.reshape(shape), scale.float())
     return values.reshape(shape).to(dtype), positions

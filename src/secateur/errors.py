@@ -35,7 +35,27 @@ class RecipeError(SecateurError, ValueError):
 
 
 class ModelFileError(SecateurError, FileNotFoundError):
-    """A model folder, weights file or manifest that is missing or unreadable."""
+    """A model folder, weights file, manifest or checkpoint that is missing, damaged or does not fit."""
+
+
+class CheckpointError(ModelFileError):
+    """A training checkpoint that is damaged or does not fit this run (model, optimizer, hyper-parameters)."""
+
+
+class OutputExistsError(SecateurError, FileExistsError):
+    """An output folder that holds files secateur did not write (pass overwrite / --overwrite to write there)."""
+
+
+class OutputError(SecateurError, OSError):
+    """A file or folder secateur cannot write (no permission, no space left, a path through a file)."""
+
+
+class FolderLockedError(SecateurError, BlockingIOError):
+    """Another process is writing the same folder at this moment."""
+
+
+class NotExpressibleError(SecateurError, ValueError):
+    """A pruned shape that a Hugging Face config cannot express, so no checkpoint transformers loads is written."""
 
 
 class MissingDependencyError(SecateurError, ImportError):

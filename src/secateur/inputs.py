@@ -37,9 +37,14 @@ class Inputs:
         return model(*self.args, **self.kwargs)
 
     def output_shapes(self, model: nn.Module) -> list[tuple[int, ...]]:
-        """Shapes of every tensor in ``model``'s output on these inputs (Hugging Face outputs included)."""
+        """Shapes of every tensor in ``model``'s output on these inputs (Hugging Face outputs included); a model
+        that does not run on them is an :class:`InputError`."""
         with torch.no_grad():
-            out = self.call(model)
+            try:
+                out = self.call(model)
+            except Exception as err:  # the user's model rejected the user's inputs, whatever it raised
+                raise InputError(f"the model does not run on the example inputs ({type(err).__name__}: "
+                                 f"{str(err)[:200]}); pass inputs it accepts (py: models: --input-shape)") from err
         return [tuple(t.shape) for t in output_tensors(out)]
 
     def tensors(self) -> list[torch.Tensor]:

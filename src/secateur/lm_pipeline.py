@@ -9,7 +9,8 @@ import torch
 
 from . import __version__
 from .deps import require
-from .io import save
+from .errors import PruningError
+from .io import OutputFolder, output_folder, save, save_pretrained
 from .llm import load_corpus, perplexity, windows
 from .pruning import prune
 from .recipe import LMRecipe
@@ -35,10 +36,14 @@ def _sample(model, tokenizer, prompt: str) -> str:
     return tokenizer.decode(out[0][ids.shape[1]:], skip_special_tokens=True)
 
 
-def run_lm_recipe(recipe: LMRecipe, out: str | Path, progress: bool = True) -> dict:
-    """Prune as the recipe says; perplexity on every evaluation text before and after."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+def run_lm_recipe(recipe: LMRecipe, out: str | Path | OutputFolder, progress: bool = True) -> dict:
+    """Prune as the recipe says; perplexity on every evaluation text before and after. Files go under ``out``
+    (a folder path, or an open :class:`~secateur.io.OutputFolder`)."""
+    with output_folder(out) as folder:
+        return _run(recipe, folder, progress)
+
+
+def _run(recipe: LMRecipe, out: OutputFolder, progress: bool) -> dict:
     model, tokenizer = _load(recipe.model)
     ids = {name: tokenizer(load_corpus(name), return_tensors="pt").input_ids[0]
            for name in dict.fromkeys([recipe.data, *recipe.evaluate_on])}
@@ -57,9 +62,14 @@ def run_lm_recipe(recipe: LMRecipe, out: str | Path, progress: bool = True) -> d
     for step in recipe.steps:
         if step.kind == "prune":
             result = prune(model, step.prune.method, calibration=calibration, progress=progress)
+            if result.plan.is_empty():
+                raise PruningError(f"the prune step {step.prune.method.to_dict()} removed nothing; raise its sparsity")
             measure("pruned", {"seconds": result.seconds, "sparsity_per_layer": result.plan.sparsity()})
-        elif "safetensors" in step.export.formats:
-            save(model, out / "model")
+        else:
+            if "safetensors" in step.export.formats:
+                save(model, out.path("model"))
+            if "hf" in step.export.formats:
+                save_pretrained(model, out.path("hf"))
     return {"secateur_version": __version__, "recipe": recipe.model_dump(), "stages": stages,
             "environment": {"torch": torch.__version__, "threads": torch.get_num_threads(),
                             "python": platform.python_version()},

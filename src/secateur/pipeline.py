@@ -13,10 +13,10 @@ from torch import nn
 from . import __version__
 from .allocation import sensitivity
 from .counting import count_macs, count_nonzero_params, count_params
-from .errors import RecipeError
+from .errors import PruningError, RecipeError
 from .evaluate import accuracy
 from .explain import input_importance, kept_fractions
-from .io import save
+from .io import OutputFolder, output_folder, save, save_pretrained
 from .latency import ort_latency, torch_latency
 from .methods import Structured
 from .onnx_export import OnnxModel, export_onnx
@@ -33,7 +33,7 @@ STAGE_NAMES = {"prune": "pruned", "finetune": "finetuned", "quantize": "quantize
 class Run:
     """One recipe run: the model, its data, the measured stages, and where files go."""
 
-    def __init__(self, recipe: Recipe, out: Path, progress: bool = True) -> None:
+    def __init__(self, recipe: Recipe, out: OutputFolder, progress: bool = True) -> None:
         self.recipe, self.out, self.progress = recipe, out, progress
         torch.manual_seed(recipe.seed)
         self.data: Dataset = load_dataset(recipe.data, recipe.seed)
@@ -48,7 +48,7 @@ class Run:
         self.bench_inputs = (x.repeat(-(-batch // len(x)), *[1] * (x.dim() - 1))[:batch].contiguous(),)
 
     def _onnx_path(self, stage: str) -> Path:
-        return self.out / "stages" / f"{stage}.onnx"
+        return self.out.path(f"stages/{stage}.onnx")
 
     def measure(self, stage: str) -> None:
         """Accuracy, params, MACs per sample, ONNX bytes and both latencies of the current model."""
@@ -91,6 +91,8 @@ class Run:
         batches = [b for _, b in zip(range(step.calibration_batches), calibration, strict=False)]
         self.prune_result = prune(self.model, step.method, example_inputs=self.data.example, calibration=batches,
                                   progress=self.progress)
+        if self.prune_result.plan.is_empty():
+            raise PruningError(f"the prune step {step.method.to_dict()} removed nothing; raise its sparsity")
         self.measure("pruned")
 
     def do_finetune(self, step: FinetuneStep) -> None:
@@ -113,9 +115,11 @@ class Run:
     def do_export(self, formats: list[str]) -> None:
         plan = self.prune_result.plan if self.prune_result else None
         if "safetensors" in formats:
-            save(self.model, self.out / "model", plan=plan, metadata={"recipe": self.recipe.name})
+            save(self.model, self.out.path("model"), plan=plan, metadata={"recipe": self.recipe.name})
+        if "hf" in formats:
+            save_pretrained(self.model, self.out.path("hf"), plan=plan, metadata={"recipe": self.recipe.name})
         if "onnx" in formats:
-            export_onnx(self.model, self.out / "model.onnx", self.data.example)
+            export_onnx(self.model, self.out.path("model.onnx"), self.data.example)
 
     def explanations(self) -> dict:
         """What survived (structured pruning) and which input features the final model relies on."""
@@ -166,14 +170,15 @@ def _model_for(recipe: Recipe, data: Dataset) -> nn.Module:
     return model
 
 
-def run_recipe(recipe: Recipe, out: str | Path, progress: bool = True) -> dict:
-    """Run every step of ``recipe``, write its files under ``out``, and return the report dict."""
-    run = Run(recipe, Path(out), progress)
-    run.out.mkdir(parents=True, exist_ok=True)
-    run.train_dense()
-    for step in recipe.steps:
-        if step.kind == "export":
-            run.do_export(step.export.formats)
-        else:
-            getattr(run, f"do_{step.kind}")(step.config)
-    return run.report()
+def run_recipe(recipe: Recipe, out: str | Path | OutputFolder, progress: bool = True) -> dict:
+    """Run every step of ``recipe``, write its files under ``out`` (a folder path, or an open
+    :class:`~secateur.io.OutputFolder`), and return the report dict."""
+    with output_folder(out) as folder:
+        run = Run(recipe, folder, progress)
+        run.train_dense()
+        for step in recipe.steps:
+            if step.kind == "export":
+                run.do_export(step.export.formats)
+            else:
+                getattr(run, f"do_{step.kind}")(step.config)
+        return run.report()

@@ -66,7 +66,8 @@ class Plan:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Plan:
         """The blocks and cuts of a recorded plan (mask bits are not in the record: see ``load``)."""
-        if not isinstance(data, dict) or data.get("format", FORMAT) != FORMAT or data.get("version", 1) > VERSION:
+        version = data.get("version", 1) if isinstance(data, dict) else None
+        if type(version) is not int or not 1 <= version <= VERSION or data.get("format", FORMAT) != FORMAT:
             raise ModelFileError(f"not a secateur plan of version <= {VERSION}: {str(data)[:120]}")
         try:
             cuts = {str(t): {int(d): [int(i) for i in idx] for d, idx in dims.items()}

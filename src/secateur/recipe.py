@@ -34,9 +34,18 @@ def _method(value: Any, step_keys: tuple[str, ...]) -> Any:
 
     options = {k: v for k, v in value.items() if k not in step_keys}
     try:
-        return Method.from_dict(options, where="prune")
+        method = Method.from_dict(options, where="prune")
     except SecateurError as err:
         raise ValueError(str(err).removeprefix("prune: ")) from None
+    if _prunes_nothing(method):
+        raise ValueError(f"this step prunes nothing ({method.to_dict()}); give a sparsity above 0, ratios or a target")
+    return method
+
+
+def _prunes_nothing(method: Any) -> bool:
+    """A sparsity of 0 with no per-group ratios, per-layer profile or target that would prune something."""
+    nonzero = any(v > 0 for key in ("ratios", "profile") for v in (getattr(method, key, None) or {}).values())
+    return getattr(method, "sparsity", None) == 0 and getattr(method, "target", None) is None and not nonzero
 
 
 class _PruneStep(_Strict):
@@ -100,7 +109,10 @@ class QuantizeStep(_Strict):
 
 
 class ExportStep(_Strict):
-    formats: list[Literal["onnx", "safetensors"]] = ["onnx", "safetensors"]
+    """``safetensors``: ``model/`` (``secateur.save``); ``hf``: ``hf/``, a Hugging Face checkpoint
+    (``secateur.save_pretrained``, transformers models only); ``onnx``: ``model.onnx``."""
+
+    formats: list[Literal["onnx", "safetensors", "hf"]] = ["onnx", "safetensors"]
 
 
 class _OneKey(_Strict):

@@ -93,7 +93,14 @@ def _py(rest: str, weights: str | None, input_shape: tuple[int, ...] | None) -> 
         raise ModelFileError(f"cannot import {rest!r}: {exc}; use py:package.module:factory") from None
     if input_shape is None:
         raise InvalidParameterError("py: models need an input shape, e.g. --input-shape 1,3,32,32")
-    model = make().eval()
+    try:
+        model = make()
+    except Exception as err:  # the user's factory failed: say so in one line
+        raise ModelFileError(f"py:{rest}() failed ({type(err).__name__}: {str(err)[:160]})") from None
+    if not isinstance(model, nn.Module):
+        raise ModelFileError(f"py:{rest}() returned a {type(model).__name__}, not a torch module; name a factory "
+                             "that builds the model")
+    model.eval()
     if weights:
         from safetensors import SafetensorError
         from safetensors.torch import load_file

@@ -98,7 +98,7 @@ def finetune(
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(epochs, 1))
     loop, result, best_state = _Loop(), FinetuneResult(), None
     if checkpoint_dir is not None and resume:
-        saved = load_checkpoint(checkpoint_dir, model, opt, sched)
+        saved = load_checkpoint(checkpoint_dir, model, opt, sched, loop_type=_Loop, epochs=epochs)
         if saved is not None:
             loop, best_state = _Loop(**saved[0]), saved[1]
             result.resumed_from = loop.epoch

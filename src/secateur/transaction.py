@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import torch
 from torch import nn
 
 
@@ -50,6 +51,32 @@ def atomic(model: nn.Module) -> Iterator[None]:
         for config, state in configs.values():
             config.__dict__.clear()
             config.__dict__.update(state)
+        raise
+
+
+@contextmanager
+def restored_data(model: nn.Module | None) -> Iterator[None]:
+    """If the body fails, copy every tensor of ``model`` back to its value on entry, into the same objects
+    (``atomic`` restores which objects the model holds; this restores what they hold). None: no-op.
+
+    >>> m = nn.Linear(1, 1)
+    >>> before = m.weight.item()
+    >>> try:
+    ...     with restored_data(m):
+    ...         _ = m.weight.data.fill_(5.0)
+    ...         raise RuntimeError
+    ... except RuntimeError:
+    ...     m.weight.item() == before
+    True
+    """
+    tensors = {} if model is None else {id(t): t for t in (*model.parameters(), *model.buffers())}
+    saved = [(t, t.detach().clone()) for t in tensors.values()]
+    try:
+        yield
+    except BaseException:
+        with torch.no_grad():
+            for tensor, value in saved:
+                tensor.copy_(value)
         raise
 
 

@@ -75,7 +75,7 @@ class Method(Spec):
         """
         options = dict(data)
         name = options.pop("method", None)
-        if name not in METHODS:
+        if not isinstance(name, str) or name not in METHODS:
             raise UnknownMethodError(f"{where + ': ' if where else ''}unknown method {name!r}; choose one of "
                                      f"{', '.join(sorted(METHODS))}")
         cls = METHODS[name]

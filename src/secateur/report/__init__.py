@@ -4,30 +4,24 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
+from ..io.output import OutputFolder, output_folder
 from .html import to_html
 from .text import table, to_markdown
 
 
-def _write(path: Path, data: str | bytes) -> Path:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
-    os.replace(tmp, path)
-    return path
+def write_report(report: dict, out: str | Path | OutputFolder, with_plot: bool = True) -> list[Path]:
+    """Write ``report.json``, ``report.md``, ``report.html`` and (with ``with_plot``) ``report.png`` into ``out``
+    (a folder path, or an open :class:`~secateur.io.OutputFolder`)."""
+    with output_folder(out) as folder:
+        paths = [folder.write_text("report.json", json.dumps(report, indent=1)),
+                 folder.write_text("report.md", to_markdown(report)),
+                 folder.write_text("report.html", to_html(report))]
+        if with_plot:
+            from . import plots
 
-
-def write_report(report: dict, out: str | Path, with_plot: bool = True) -> list[Path]:
-    """Write ``report.json``, ``report.md``, ``report.html`` and (with ``with_plot``) ``report.png``."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = [_write(out / "report.json", json.dumps(report, indent=1)), _write(out / "report.md", to_markdown(report)),
-             _write(out / "report.html", to_html(report))]
-    if with_plot:
-        from . import plots
-
-        paths.append(_write(out / "report.png", plots.stages(report)))
+            paths.append(folder.write_bytes("report.png", plots.stages(report)))
     return paths
 
 
