@@ -53,8 +53,8 @@ def resnet():
 
 
 def mobilenet_v2():
-    MobileNetV2Config, MobileNetV2ForImageClassification = _classes("MobileNetV2Config", "MobileNetV2ForImageClassification")
-    return MobileNetV2ForImageClassification(MobileNetV2Config(image_size=32, depth_multiplier=0.35, num_labels=5))
+    config, model = _classes("MobileNetV2Config", "MobileNetV2ForImageClassification")
+    return model(config(image_size=32, depth_multiplier=0.35, num_labels=5))
 
 
 def convnext():
