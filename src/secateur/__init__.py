@@ -34,6 +34,9 @@ _EXPORTS = {
     "graph": ["register_rule"],
     "io": ["load", "save"],
     "training": ["FinetuneResult", "finetune"],
+    "training.hf": ["DistillationTrainer", "PruningCallback"],
+    "loss": ["ForwardLoss"],
+    "tracking": ["TensorBoard"],
     "schedule": ["GradualPruning", "iterative_prune"],
     "allocation": ["Sensitivity", "allocate", "sensitivity"],
     "evaluate": ["accuracy"],
@@ -108,4 +111,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .results import PruneResult, UnitReport
     from .schedule import GradualPruning, iterative_prune
     from .structured import group_key
+    from .loss import ForwardLoss
+    from .tracking import TensorBoard
     from .training import FinetuneResult, finetune
+    from .training.hf import DistillationTrainer, PruningCallback

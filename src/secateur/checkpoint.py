@@ -1,7 +1,8 @@
 """Training checkpoints without pickle: tensors in safetensors, everything else in JSON.
 
-A checkpoint holds the model's full state (masks included), the optimizer's state, the learning-rate
-scheduler's state and the loop's own counters, written atomically each epoch.
+A checkpoint holds the model's full state, its masks (``mask.<module>``, re-applied on load, so a run
+resumed on a fresh model keeps its sparsity), the optimizer's state, the learning-rate scheduler's
+state and the loop's own counters, written atomically each epoch.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+from .masks import apply_mask, find_mask, masked_modules
 
 TENSORS, META = "checkpoint.safetensors", "checkpoint.json"
 
@@ -48,6 +51,7 @@ def save_checkpoint(directory: str | os.PathLike, model: nn.Module, optimizer: t
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {f"model.{k}": v.detach().contiguous().clone() for k, v in model.state_dict().items()}
     tensors |= {f"best.{k}": v.detach().contiguous().clone() for k, v in (best or {}).items()}
+    tensors |= {f"mask.{name}": find_mask(m).mask.contiguous().clone() for name, m in masked_modules(model).items()}
     optim_tensors, optim_meta = _split_optimizer(optimizer.state_dict())
     tmp = directory / f".{TENSORS}.tmp"
     save_file({**tensors, **optim_tensors}, str(tmp))
@@ -66,6 +70,9 @@ def load_checkpoint(directory: str | os.PathLike, model: nn.Module, optimizer: t
         return None
     meta = json.loads((directory / META).read_text())
     tensors = load_file(str(directory / TENSORS))
+    for key, mask in tensors.items():
+        if key.startswith("mask."):
+            apply_mask(model.get_submodule(key[5:]), mask.to(next(model.parameters()).device))
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     optimizer.load_state_dict(_join_optimizer(tensors, meta["optimizer"]))
     scheduler.load_state_dict(meta["scheduler"])

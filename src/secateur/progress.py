@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -47,3 +48,24 @@ def _len(items: Iterable) -> int | None:
         return len(items)  # type: ignore[arg-type]
     except TypeError:
         return None
+
+
+@contextlib.contextmanager
+def status_bar(label: str, total: int | None, enabled: bool = True) -> Iterator[Callable[[str], None]]:
+    """A bar advanced one step each time the yielded function is called with a status text (e.g. the
+    loss and tokens per second); nothing is drawn unless ``enabled`` and on a terminal.
+
+    >>> with status_bar("train", 2) as advance:
+    ...     advance("loss 1.0"); advance("loss 0.5")
+    """
+    if not (enabled and interactive()):
+        yield lambda status: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    columns = (TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TimeRemainingColumn(), TextColumn("{task.fields[status]}"))
+    with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
+        task = bar.add_task(label, total=total, status="")
+        yield lambda status: bar.update(task, advance=1, status=status)
