@@ -87,6 +87,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .handlers import register_handler
     from .io import load, save
     from .llm.corpus import perplexity
+    from .loss import ForwardLoss
     from .masks import unmask
     from .methods import (
         Latency,
@@ -111,7 +112,6 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .results import PruneResult, UnitReport
     from .schedule import GradualPruning, iterative_prune
     from .structured import group_key
-    from .loss import ForwardLoss
     from .tracking import TensorBoard
     from .training import FinetuneResult, finetune
     from .training.hf import DistillationTrainer, PruningCallback

@@ -89,15 +89,38 @@ def flat(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
     return out
 
 
+def masked_sparsity(model: Any) -> float:
+    """The zero fraction of every masked weight together (0.0 with no masks).
+
+    >>> import torch; from secateur.masks import apply_mask
+    >>> lin = torch.nn.Linear(2, 2); apply_mask(lin, torch.tensor([[True, False], [True, True]]))
+    >>> masked_sparsity(lin)
+    0.25
+    """
+    from .masks import masked_modules
+
+    weights = [m.weight for m in masked_modules(model).values()]
+    total = sum(w.numel() for w in weights)
+    return sum(int((w == 0).sum()) for w in weights) / total if total else 0.0
+
+
 def prune_metrics(result: Any) -> dict[str, float]:
     """The figures of a :class:`~secateur.PruneResult` worth plotting.
 
     >>> import torch, secateur as sc
     >>> net = torch.nn.Linear(4, 4)
-    >>> prune_metrics(sc.prune(net, sc.Unstructured(0.5), example_inputs=torch.ones(1, 4)))["nonzero_after"]  # 8 weights + 4 biases
+    >>> result = sc.prune(net, sc.Unstructured(0.5), example_inputs=torch.ones(1, 4))
+    >>> prune_metrics(result)["nonzero_after"]  # 8 weights + 4 biases
     12.0
     """
     return flat({"params_before": result.params_before, "params_after": result.params_after,
                  "nonzero_before": result.nonzero_before, "nonzero_after": result.nonzero_after,
                  "macs_before": result.macs_before or 0, "macs_after": result.macs_after or 0,
                  "seconds": result.seconds})
+
+
+def recipe_tracker(setting: Any, out: str | os.PathLike) -> Trackers:
+    """The tracker a recipe's ``log:`` asks for: TensorBoard under ``out/tensorboard`` when ``tensorboard``
+    is true, or when it is unset and the package is installed."""
+    wanted = setting.tensorboard if setting.tensorboard is not None else tensorboard_available()
+    return as_tracker(TensorBoard(os.path.join(out, "tensorboard")) if wanted else None)
