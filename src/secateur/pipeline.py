@@ -22,6 +22,7 @@ from .pruning import prune
 from .quant import quantize
 from .recipe import FinetuneStep, PruneStep, QuantizeStep, Recipe
 from .results import PruneResult
+from .tracking import flat, prune_metrics, recipe_tracker
 from .training import finetune
 from .zoo import Dataset, load_dataset
 
@@ -38,11 +39,16 @@ class Run:
         self.model: nn.Module = _model_for(recipe, self.data)
         self.teacher: nn.Module | None = None
         self.stages: list[dict] = []
+        self.tracker = recipe_tracker(recipe.log, out)
         self.prune_result: PruneResult | None = None
         self.importance_before: torch.Tensor | None = None
         batch = recipe.report.batch_size
         x = self.data.test.x
         self.bench_inputs = (x.repeat(-(-batch // len(x)), *[1] * (x.dim() - 1))[:batch].contiguous(),)
+
+    def _logged(self) -> None:
+        """The last stage's figures to the trackers, at the stage's index."""
+        self.tracker.log(flat({f"stage/{k}": v for k, v in self.stages[-1]["metrics"].items()}), len(self.stages) - 1)
 
     def _onnx_path(self, stage: str) -> Path:
         return self.out / "stages" / f"{stage}.onnx"
@@ -58,6 +64,7 @@ class Run:
             "latency_ms": {"torch": torch_latency_ms(self.model, self.bench_inputs, runs),
                            "onnxruntime": ort_latency_ms(onnx_model, self.bench_inputs, runs)},
         }})
+        self._logged()
 
     def train_dense(self) -> None:
         cfg = self.recipe.train
@@ -73,12 +80,13 @@ class Run:
         batches = [b for _, b in zip(range(step.calibration_batches), calibration, strict=False)]
         self.prune_result = prune(self.model, step.method, example_inputs=self.data.example, calibration=batches,
                                   progress=self.progress)
+        self.tracker.log({f"prune/{k}": v for k, v in prune_metrics(self.prune_result).items()}, len(self.stages))
         self.measure("pruned")
 
     def do_finetune(self, step: FinetuneStep) -> None:
         loader = self.data.train.loader(step.batch_size, shuffle=True, seed=self.recipe.seed + 1)
         finetune(self.model, loader, step.epochs, teacher=self.teacher if step.distill else None, lr=step.lr,
-                 temperature=step.temperature, alpha=step.alpha, progress=self.progress)
+                 temperature=step.temperature, alpha=step.alpha, log=self.tracker, progress=self.progress)
         self.measure("finetuned")
 
     def do_quantize(self, step: QuantizeStep) -> None:
@@ -94,6 +102,7 @@ class Run:
             "latency_ms": {"torch": torch_latency_ms(_torch_int8(self.model), self.bench_inputs, runs),
                            "onnxruntime": ort_latency_ms(q, self.bench_inputs, runs)},
         }})
+        self._logged()
 
     def do_export(self, formats: list[str]) -> None:
         plan = self.prune_result.plan if self.prune_result else None

@@ -3,9 +3,10 @@ sparsity, and a ``Trainer`` subclass that distils from the dense model. Masks ne
 parametrizations, so ``Trainer``'s optimizer (under DDP, FSDP or DeepSpeed through accelerate too) updates
 the stored values and the pruned weights stay exactly zero.
 
->>> import secateur as sc                                        # doctest: +SKIP
->>> trainer = sc.DistillationTrainer(model=student, teacher=dense, args=args, train_dataset=ds,
-...                                  callbacks=[sc.PruningCallback(sc.GradualPruning(sc.Unstructured(0.5), 0, 100))])
+Example (``tests/test_distributed.py`` runs it under torchrun)::
+
+    trainer = sc.DistillationTrainer(model=student, teacher=dense, args=args, train_dataset=ds,
+                                     callbacks=[sc.PruningCallback(sc.GradualPruning(sc.Unstructured(0.5), 0, 100))])
 """
 
 from __future__ import annotations
