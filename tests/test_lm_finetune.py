@@ -8,13 +8,14 @@ import torch
 import torch.nn.functional as F
 
 import secateur as sc
+from ddp_worker import WINDOWS
+from ddp_worker import pruned as _pruned
 from secateur.inputs import Inputs
 from secateur.loss import next_token_loss
 from secateur.masks import find_mask, masked_modules
 from secateur.training import logits_kl
 from secateur.zoo.hf import llama
 
-WINDOWS = torch.randint(0, 100, (16, 12), generator=torch.Generator().manual_seed(0))
 HELD_OUT = torch.randint(0, 100, (8, 12), generator=torch.Generator().manual_seed(1))
 
 
@@ -33,14 +34,6 @@ def taught():
     model = llama()
     sc.finetune(model, _planted(64, 2), steps=150, batch_size=16, lr=1e-2, progress=False)
     return model.eval()
-
-
-def _pruned():
-    torch.manual_seed(0)
-    dense = llama().eval()
-    student = copy.deepcopy(dense)
-    sc.prune(student, sc.Wanda(0.5), calibration=WINDOWS[:4], progress=False)
-    return dense, student
 
 
 def _masks(model):
@@ -163,3 +156,25 @@ def test_the_planted_teacher_learned_its_task(taught):
     with torch.no_grad():
         predicted = taught(input_ids=ids).logits[:, :-1].argmax(-1)
     assert (predicted == ids[:, 1:]).float().mean() > 0.9
+
+
+def test_trainer_callback_runs_a_gradual_schedule_and_logs_sparsity(tmp_path):
+    from transformers import TrainingArguments
+
+    from datasets_free import RowsDataset
+
+    torch.manual_seed(0)
+    model = llama()
+    schedule = sc.GradualPruning(sc.Unstructured(0.5), start=0, end=4, every=2)
+    logged = []
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=5, learning_rate=1e-3,
+                             use_cpu=True, report_to=[], save_strategy="no", logging_steps=1, disable_tqdm=True)
+    trainer = sc.DistillationTrainer(model=model, teacher=copy.deepcopy(model), args=args, alpha=0.0,
+                                     train_dataset=RowsDataset(WINDOWS),
+                                     callbacks=[sc.PruningCallback(schedule, log=lambda m, s: logged.append((s, m)))])
+    trainer.train()
+    assert [s for s, _ in schedule.history] == [0, 2, 4]
+    sparsity = {s: m["sparsity"] for s, m in logged if "loss" in m}
+    values = [sparsity[s] for s in sorted(sparsity)]
+    assert values[0] == pytest.approx(0.0) and values[-1] == pytest.approx(0.5, abs=1e-3)
+    assert values == sorted(values) and len(set(values)) == 3  # 0, then the cubic step at 2, then 0.5 from 4

@@ -24,19 +24,7 @@ def progress_bar(items: Iterable[T], label: str, enabled: bool = True, total: in
     if not (enabled and interactive()):
         yield from items
         return
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    columns = (TextColumn("{task.description:<14}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TimeRemainingColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
+    with _rich_bar() as bar:
         task = bar.add_task(label, total=total if total is not None else _len(items))
         for item in items:
             yield item
@@ -50,6 +38,23 @@ def _len(items: Iterable) -> int | None:
         return None
 
 
+def _rich_bar(status: bool = False):
+    """A rich progress display on standard error: label, bar, count, elapsed, remaining (and a status text)."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = [TextColumn("{task.description:<14}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TimeRemainingColumn()] + ([TextColumn("{task.fields[status]}")] if status else [])
+    return Progress(*columns, console=Console(stderr=True), transient=False)
+
+
 @contextlib.contextmanager
 def status_bar(label: str, total: int | None, enabled: bool = True) -> Iterator[Callable[[str], None]]:
     """A bar advanced one step each time the yielded function is called with a status text (e.g. the
@@ -61,18 +66,6 @@ def status_bar(label: str, total: int | None, enabled: bool = True) -> Iterator[
     if not (enabled and interactive()):
         yield lambda status: None
         return
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    columns = (TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TimeRemainingColumn(), TextColumn("{task.fields[status]}"))
-    with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
+    with _rich_bar(status=True) as bar:
         task = bar.add_task(label, total=total, status="")
         yield lambda status: bar.update(task, advance=1, status=status)
