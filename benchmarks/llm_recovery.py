@@ -1,7 +1,7 @@
 """Recovery of the real SmolLM2-135M after one-shot pruning: distillation from the dense model with masks held.
 
-    flock /tmp/secateur-heavy.lock .venv/bin/python benchmarks/llm_recovery.py --pattern unstructured --steps 24
-    flock /tmp/secateur-heavy.lock .venv/bin/python benchmarks/llm_recovery.py --pattern 2:4 --steps 24
+    flock /tmp/secateur-heavy.lock .venv/bin/python benchmarks/llm_recovery.py --pattern unstructured,2:4 \
+        --steps 120 --minutes 20
 
 Wanda at 50% (or 2:4), calibration 32 x 512 tokens from the first half of the stdlib-docstring corpus;
 then ``sc.finetune`` on windows from that first half with the dense model as teacher (logits KL at
@@ -48,42 +48,54 @@ def kept_exactly(model: torch.nn.Module, before: dict[str, torch.Tensor]) -> boo
         for n in before)
 
 
+def recover(teacher: torch.nn.Module, pattern: str, data: dict, evaluate, args: argparse.Namespace) -> tuple:
+    """Prune a copy of the dense model, measure it, fine-tune it with distillation, measure again."""
+    model = copy.deepcopy(teacher)
+    result = sc.prune(model, sc.Wanda(0.5, pattern=pattern), calibration=data["calibration"], progress=False)
+    before = masks(model)
+    pruned_ppl = evaluate(model)
+    wall, cpu = time.perf_counter(), time.process_time()
+    run = sc.finetune(model, data["train"], steps=args.steps, minutes=args.minutes, batch_size=args.batch,
+                      accumulate=args.accumulate, teacher=teacher, temperature=args.temperature, alpha=args.alpha,
+                      lr=args.lr, max_grad_norm=1.0, seed=0, progress=False,
+                      log=lambda m, s: print(s, {k: round(v, 4) for k, v in m.items()}, flush=True))
+    wall, cpu = (time.perf_counter() - wall) / 60, (time.process_time() - cpu) / 60
+    recovered_ppl = evaluate(model)
+    sparsity = sum(result.plan.sparsity().values()) / len(result.plan.masks)
+    note = (f"wanda {pattern}: recovery {run.steps} steps x {args.batch * args.accumulate} windows of {args.length} "
+            f"tokens = {run.tokens:,} tokens in {wall:.1f} wall minutes, {cpu:.1f} CPU minutes (process time, "
+            f"{torch.get_num_threads()} threads), {run.tokens / (wall * 60):.0f} tokens/s; sparsity {sparsity:.4f}, "
+            f"masks and zeros exactly kept: {kept_exactly(model, before)}")
+    return pruned_ppl, recovered_ppl, note
+
+
 def main(args: argparse.Namespace) -> str:
-    model, tokenizer = smollm2()
+    teacher, tokenizer = smollm2()
     data = texts(tokenizer, args.length)
+
     def evaluate(m: torch.nn.Module) -> dict[str, float]:
         ppl = {k: perplexity(m, data[k], progress=False) for k in ("in-domain", "reference")}
         print(ppl, flush=True)
         return ppl
 
-    dense_ppl = evaluate(model)
-    teacher = copy.deepcopy(model).eval()
-    method = sc.Wanda(0.5, pattern=args.pattern)
-    result = sc.prune(model, method, calibration=data["calibration"], progress=False)
-    before = masks(model)
-    pruned_ppl = evaluate(model)
-    wall, cpu = time.perf_counter(), time.process_time()
-    run = sc.finetune(model, data["train"], steps=args.steps, batch_size=args.batch, accumulate=args.accumulate,
-                      teacher=teacher, temperature=args.temperature, alpha=args.alpha, lr=args.lr,
-                      max_grad_norm=1.0, seed=0, progress=False, log=lambda m, s: print(s, m, flush=True))
-    wall, cpu = (time.perf_counter() - wall) / 60, (time.process_time() - cpu) / 60
-    recovered_ppl = evaluate(model)
-    sparsity = sum(result.plan.sparsity().values()) / len(result.plan.masks)
-    rows = [{"stage": stage, **{f"ppl {k}": f"{v:.2f} ({v / dense_ppl[k]:.2f}x)" for k, v in ppl.items()}}
-            for stage, ppl in (("dense", dense_ppl), (f"wanda {args.pattern}", pruned_ppl),
-                               ("recovered", recovered_ppl))]
-    notes = (f"\nrecovery: {run.steps} steps x {args.batch * args.accumulate} windows of {args.length} tokens = "
-             f"{run.tokens:,} tokens, {wall:.1f} wall minutes, {cpu:.1f} CPU minutes (process time, "
-             f"{torch.get_num_threads()} threads), {run.tokens / (wall * 60):.0f} tokens/s; lr {args.lr}, "
-             f"T {args.temperature}, alpha {args.alpha}\nsparsity {sparsity:.4f}; masks and zeros exactly kept: "
-             f"{kept_exactly(model, before)}\n")
-    return table(rows) + notes
+    dense = evaluate(teacher)
+    rows, notes = [("dense", dense)], []
+    for pattern in args.pattern.split(","):
+        pruned, recovered, note = recover(teacher, pattern, data, evaluate, args)
+        rows += [(f"wanda {pattern}", pruned), (f"wanda {pattern} + recovery", recovered)]
+        notes.append(note)
+        print(note, flush=True)
+    cells = [{"stage": stage, **{f"ppl {k}": f"{v:.2f} ({v / dense[k]:.2f}x)" for k, v in ppl.items()}}
+             for stage, ppl in rows]
+    settings = f"lr {args.lr} (cosine over {args.steps} steps), T {args.temperature}, alpha {args.alpha}"
+    return table(cells) + "\n\n" + "\n".join(f"- {n}" for n in [*notes, settings]) + "\n"
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--pattern", default="unstructured", help="unstructured (50%%) or N:M, e.g. 2:4")
-    parser.add_argument("--steps", type=int, default=24)
+    parser.add_argument("--pattern", default="unstructured,2:4", help="unstructured (50%%) and/or N:M, e.g. 2:4")
+    parser.add_argument("--steps", type=int, default=120, help="optimizer steps (the cosine's length)")
+    parser.add_argument("--minutes", type=float, default=20.0, help="training time budget per pattern")
     parser.add_argument("--length", type=int, default=256, help="tokens per training window")
     parser.add_argument("--batch", type=int, default=4, help="windows per micro-batch")
     parser.add_argument("--accumulate", type=int, default=1)

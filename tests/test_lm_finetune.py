@@ -178,3 +178,11 @@ def test_trainer_callback_runs_a_gradual_schedule_and_logs_sparsity(tmp_path):
     values = [sparsity[s] for s in sorted(sparsity)]
     assert values[0] == pytest.approx(0.0) and values[-1] == pytest.approx(0.5, abs=1e-3)
     assert values == sorted(values) and len(set(values)) == 3  # 0, then the cubic step at 2, then 0.5 from 4
+
+
+def test_a_time_budget_stops_after_the_step_that_spends_it():
+    _, student = _pruned()
+    result = sc.finetune(student, WINDOWS, steps=100, minutes=1e-9, batch_size=4, progress=False)
+    assert result.steps == 1 and result.tokens == 4 * 12
+    with pytest.raises(sc.InvalidParameterError, match="minutes=0"):
+        sc.finetune(student, WINDOWS, minutes=0, progress=False)

@@ -66,6 +66,7 @@ class Options:
     tracker: Tracker
     progress: bool
     optimizer: Callable[[list], torch.optim.Optimizer] | None = None
+    minutes: float | None = None
 
     def check(self) -> None:
         for name in ("epochs", "steps", "checkpoint_every", "patience"):
@@ -74,6 +75,8 @@ class Options:
                 raise InvalidParameterError(f"{name}={value} must be {'>= 0' if name != 'steps' else '>= 1'}")
         if self.accumulate < 1 or self.batch_size < 1:
             raise InvalidParameterError(f"accumulate={self.accumulate} and batch_size={self.batch_size} must be >= 1")
+        if self.minutes is not None and self.minutes <= 0:
+            raise InvalidParameterError(f"minutes={self.minutes} must be > 0")
         if self.patience is not None and self.val_data is None:
             raise InvalidParameterError("patience= needs val_data= to decide when to stop")
 
@@ -135,7 +138,9 @@ class Run:
         return total
 
     def done(self) -> bool:
-        return self.opts.steps is not None and self.loop.step >= self.opts.steps
+        """The step budget is spent, or the time budget (checked after each optimizer step)."""
+        out_of_time = self.opts.minutes is not None and self.loop.seconds >= 60 * self.opts.minutes
+        return out_of_time or (self.opts.steps is not None and self.loop.step >= self.opts.steps)
 
     def epoch(self, epoch: int, advance: Callable[[str], None]) -> None:
         """Train one epoch (from where a resumed run stopped in it)."""
@@ -254,6 +259,7 @@ def finetune(
     on_epoch_end: Callable[[int, nn.Module], None] | None = None,
     log: Tracker | Callable | list | None = None,
     optimizer: Callable[[list], torch.optim.Optimizer] | None = None,
+    minutes: float | None = None,
     progress: bool = True,
 ) -> FinetuneResult:
     """Train ``model`` in place with AdamW and a cosine learning-rate decay; masked weights stay exactly zero.
@@ -263,7 +269,7 @@ def finetune(
     loss), or anything a :class:`~secateur.ForwardLoss` understands. A ``(windows, length)`` integer
     tensor of token windows is shuffled each epoch (``seed``) into batches of ``batch_size`` rows. Batches
     move to the model's device. ``epochs`` (default 3, or unlimited when ``steps`` is given) and ``steps``
-    (optimizer steps; the cosine decay then runs per step) bound the run.
+    (optimizer steps; the cosine decay then runs per step) bound the run, and ``minutes`` of training time.
 
     ``teacher`` adds distillation (:class:`~secateur.training.distill.Distiller`): ``alpha * T^2 * KL`` of
     the logits at ``temperature`` (per token for language models) ``+ (1 - alpha) *`` the task loss
@@ -284,7 +290,7 @@ def finetune(
     opts = Options(3 if epochs is None and steps is None else epochs, steps, lr, weight_decay, loss_fn, accumulate,
                    max_grad_norm, batch_size, seed, pruning, val_data, patience,
                    Path(checkpoint_dir) if checkpoint_dir is not None else None, checkpoint_every, resume,
-                   on_epoch_end, as_tracker(log), progress, optimizer)
+                   on_epoch_end, as_tracker(log), progress, optimizer, minutes)
     opts.check()
     if teacher is not None and isinstance(loss_fn, ForwardLoss):
         raise InvalidParameterError("distillation needs the student's logits; a ForwardLoss returns only a loss: "
