@@ -41,7 +41,7 @@ def recover(model, teacher, train_ids: torch.Tensor, step: LMFinetuneStep, out: 
     """A recipe's fine-tuning step on windows of the calibration text's first half; figures for the report."""
     start = time.process_time()
     result = finetune(model, windows(train_ids, step.length, train_ids.numel() // step.length), steps=step.steps,
-                      batch_size=step.batch_size, accumulate=step.accumulate, lr=step.lr,
+                      minutes=step.minutes, batch_size=step.batch_size, accumulate=step.accumulate, lr=step.lr,
                       teacher=teacher if step.distill else None, temperature=step.temperature, alpha=step.alpha,
                       hidden_weight=step.hidden_weight, max_grad_norm=step.max_grad_norm,
                       checkpoint_dir=out / "checkpoint", checkpoint_every=step.checkpoint_every, log=tracker,

@@ -81,10 +81,12 @@ class FinetuneStep(_Strict):
 
 
 class LMFinetuneStep(_Strict):
-    """Recovery of a pruned language model: ``steps`` optimizer steps on windows of ``length`` tokens from
-    the first half of the recipe's text, distilled from the dense model (``distill``) with masks held."""
+    """Recovery of a pruned language model: ``steps`` optimizer steps (or ``minutes`` of training, whichever
+    ends first) on windows of ``length`` tokens from the first half of the recipe's text, distilled from the
+    dense model (``distill``) with masks held."""
 
     steps: int = Field(50, ge=1)
+    minutes: float | None = Field(None, gt=0)
     length: int = Field(256, ge=2)
     batch_size: int = Field(4, ge=1)
     accumulate: int = Field(1, ge=1)
