@@ -5,7 +5,7 @@ rank, writes checkpoints and logs from rank 0 only, and waits for it at each che
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import torch
 import torch.distributed as dist
@@ -51,3 +51,14 @@ def accumulating(model: nn.Module, last: bool) -> Iterator[None]:
     else:
         with model.no_sync():
             yield
+
+
+def average_gradients(params: Iterable[nn.Parameter]) -> None:
+    """Average the gradients of parameters DDP does not own (distillation projections) across ranks."""
+    size = world()[1]
+    if size == 1:
+        return
+    for p in params:
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad /= size

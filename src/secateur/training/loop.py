@@ -23,7 +23,7 @@ from ..schedule import GradualPruning
 from ..tracking import Tracker, as_tracker
 from .data import batch_tokens, epoch_batches, to_device
 from .distill import Distiller
-from .distributed import accumulating, data_parallel, is_main
+from .distributed import accumulating, average_gradients, data_parallel, is_main
 from .state import Loop, restore, save, validate
 
 
@@ -127,6 +127,8 @@ class Run:
                 loss.backward()
             total += float(loss.detach())
             self.loop.tokens += batch_tokens(batch)
+        if self.distiller is not None:
+            average_gradients(self.distiller.projections.parameters())
         if self.opts.max_grad_norm is not None:
             nn.utils.clip_grad_norm_([p for g in self.opt.param_groups for p in g["params"]], self.opts.max_grad_norm)
         self.opt.step()
