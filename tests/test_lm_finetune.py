@@ -186,3 +186,13 @@ def test_a_time_budget_stops_after_the_step_that_spends_it():
     assert result.steps == 1 and result.tokens == 4 * 12
     with pytest.raises(sc.InvalidParameterError, match="minutes=0"):
         sc.finetune(student, WINDOWS, minutes=0, progress=False)
+
+
+def test_a_step_budget_ending_inside_an_epoch_leaves_it_open_for_a_resume(tmp_path):
+    _, student = _pruned()
+    first = sc.finetune(student, WINDOWS, steps=3, batch_size=4, checkpoint_dir=tmp_path, progress=False)
+    assert first.steps == 3 and len(first.losses) == 1  # 4 steps per epoch: epoch 0 is not complete
+    state = {k: v.clone() for k, v in student.state_dict().items()}
+    again = sc.finetune(student, WINDOWS, steps=3, batch_size=4, checkpoint_dir=tmp_path, progress=False)
+    assert again.resumed_from == 0 and again.steps == 3
+    assert all(torch.equal(v, state[k]) for k, v in student.state_dict().items())

@@ -144,8 +144,8 @@ class Run:
         out_of_time = self.opts.minutes is not None and self.loop.seconds >= 60 * self.opts.minutes
         return out_of_time or (self.opts.steps is not None and self.loop.step >= self.opts.steps)
 
-    def epoch(self, epoch: int, advance: Callable[[str], None]) -> None:
-        """Train one epoch (from where a resumed run stopped in it)."""
+    def epoch(self, epoch: int, advance: Callable[[str], None]) -> bool:
+        """Train one epoch (from where a resumed run stopped in it); False when a budget ended it early."""
         self.model.train()
         window: list = []
         start = time.perf_counter() - self.loop.seconds
@@ -158,9 +158,10 @@ class Run:
             self._step(window, index + 1, start, advance)
             window = []
             if self.done():
-                return
+                return False
         if window:
             self._step(window, self.loop.batch + len(window), start, advance)
+        return True
 
     def _step(self, window: list, consumed: int, start: float, advance: Callable[[str], None]) -> None:
         loss = self.update(window)
@@ -205,7 +206,8 @@ class Run:
                         self.opts.progress and is_main()) as advance:
             epoch = self.loop.epoch
             while epoch < epochs and not self.done():
-                self.epoch(epoch, advance)
+                if not self.epoch(epoch, advance):
+                    break  # the budget ended inside the epoch: it is not complete
                 if self.end_epoch(epoch):
                     self.result.stopped_early = True
                     break
@@ -219,7 +221,8 @@ class Run:
             self.model.load_state_dict(self.best_state)
         self.model.eval()
         r, loop = self.result, self.loop
-        r.losses, r.val_accuracy, r.val_perplexity, r.best_epoch = (loop.losses, loop.val_accuracy,
+        partial = [loop.running / loop.running_steps] if loop.running_steps else []  # an epoch cut short
+        r.losses, r.val_accuracy, r.val_perplexity, r.best_epoch = (loop.losses + partial, loop.val_accuracy,
                                                                      loop.val_perplexity, loop.best_epoch)
         r.steps, r.tokens, r.seconds = loop.step, loop.tokens, loop.seconds
         return r
