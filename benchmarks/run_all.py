@@ -16,7 +16,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 QUICK = ["spine.py", "structural.py", "accuracy.py"]
-SLOW = ["minilm_embeddings.py", "llm.py"]
+SLOW = ["minilm_embeddings.py", "llm.py", "llm_recovery.py"]
 
 
 def main() -> int:

@@ -63,3 +63,22 @@ def test_smollm2_example_recipe_validates():
     from secateur.recipe import LMRecipe, load_recipe
 
     assert isinstance(load_recipe(Path(__file__).resolve().parents[1] / "examples" / "smollm2-wanda.yaml"), LMRecipe)
+
+
+def test_lm_recipe_recovers_with_masks_held_and_logs_to_tensorboard(hf_folder, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from secateur.lm_pipeline import run_lm_recipe
+
+    steps = [{"prune": {"method": "wanda", "sparsity": 0.5}},
+             {"finetune": {"steps": 3, "length": 16, "batch_size": 2, "lr": 1e-3}}]
+    report = run_lm_recipe(parse_recipe(_recipe(hf_folder, steps=steps, log={"tensorboard": True})), tmp_path,
+                           progress=False)
+    assert [s["name"] for s in report["stages"]] == ["dense", "pruned", "finetuned"]
+    tuned = report["stages"][2]["metrics"]
+    assert tuned["steps"] == 3 and tuned["tokens"] == 3 * 2 * 16 and tuned["sparsity"] == 0.5
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("finetune/loss")] == [1, 2, 3]
+    ppl = [e.step for e in events.Scalars("stage/perplexity[python-reference]")]
+    assert ppl == [0, 1, 2] and events.Scalars("prune/nonzero_after")[0].step == 1

@@ -35,6 +35,9 @@ _EXPORTS = {
     "graph": ["register_rule"],
     "io": ["load", "save", "save_pretrained"],
     "training": ["FinetuneResult", "finetune"],
+    "training.hf": ["DistillationTrainer", "PruningCallback"],
+    "loss": ["ForwardLoss"],
+    "tracking": ["TensorBoard"],
     "schedule": ["GradualPruning", "iterative_prune"],
     "allocation": ["Sensitivity", "allocate", "sensitivity"],
     "evaluate": ["accuracy"],
@@ -90,6 +93,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .handlers import register_handler
     from .io import load, save, save_pretrained
     from .llm.corpus import perplexity
+    from .loss import ForwardLoss
     from .masks import unmask
     from .methods import (
         Latency,
@@ -114,4 +118,6 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .results import PruneResult, UnitReport
     from .schedule import GradualPruning, iterative_prune
     from .structured import group_key
+    from .tracking import TensorBoard
     from .training import FinetuneResult, finetune
+    from .training.hf import DistillationTrainer, PruningCallback

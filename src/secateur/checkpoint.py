@@ -1,7 +1,8 @@
 """Training checkpoints without pickle, written and read as one unit.
 
-One file, ``checkpoint.safetensors``: the model's state (masks included), the optimizer's tensors and the
-best state so far as tensors; the optimizer's other state, the scheduler's state, the loop's counters and
+One file, ``checkpoint.safetensors``: the model's state, its masks (``mask.<module>``, re-applied on load,
+so a run resumed on a fresh model keeps its sparsity), the optimizer's tensors and the best state so far
+as tensors; the optimizer's other state, the scheduler's state, the loop's counters and
 a SHA-256 of every tensor as JSON in the file's metadata. It is written under a unique temporary name
 and renamed over the previous one (under the folder's lock), so a checkpoint is the old one or the new
 one, never the weights of one epoch with the counters of another. ``load_checkpoint`` validates all of
@@ -29,6 +30,7 @@ from torch import nn
 from .errors import CheckpointError, SecateurError
 from .io.fs import FolderLock, remove_file, rename, write_file, writing
 from .io.state import parse_tensors
+from .masks import apply_mask, find_mask, masked_modules
 from .transaction import restored_data
 
 FILE, FORMAT = "checkpoint.safetensors", "secateur.checkpoint.v2"
@@ -65,6 +67,7 @@ def save_checkpoint(directory: str | os.PathLike, model: nn.Module, optimizer: t
         directory.mkdir(parents=True, exist_ok=True)
     tensors = {f"model.{k}": v.detach().contiguous().clone() for k, v in model.state_dict().items()}
     tensors |= {f"best.{k}": v.detach().contiguous().clone() for k, v in (best or {}).items()}
+    tensors |= {f"mask.{name}": find_mask(m).mask.contiguous().clone() for name, m in masked_modules(model).items()}
     optim_tensors, optim_meta = _split_optimizer(optimizer.state_dict())
     tensors |= optim_tensors
     meta = {"format": FORMAT, "sha256": digest(tensors), "optimizer": optim_meta,
@@ -93,12 +96,14 @@ def _header(raw: bytes, where: str) -> dict:
 
 
 def _fits(value: object, hint: object) -> bool:
-    """Strict JSON type check: int, float, bool, str, None, list[...] and unions of them."""
+    """Strict JSON type check: int, float, bool, str, None, list[...], dict[...] and unions of them."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
         return any(_fits(value, a) for a in args)
     if origin is list:
         return isinstance(value, list) and all(_fits(v, args[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(_fits(k, args[0]) and _fits(v, args[1]) for k, v in value.items())
     if hint is type(None):
         return value is None
     if hint is float:
@@ -114,6 +119,8 @@ def _kind(hint: object) -> str:
         return " or ".join(_kind(a) for a in args)
     if origin is list:
         return f"a list of ({_kind(args[0])})"
+    if origin is dict:
+        return f"a mapping of ({_kind(args[0])}) to ({_kind(args[1])})"
     names = {int: "an integer >= 0", float: "a number", bool: "true or false", str: "a string", type(None): "null"}
     return names.get(hint, str(hint))
 
@@ -171,8 +178,25 @@ def _check_tensors(tensors: dict[str, torch.Tensor], model: nn.Module, optimizer
             _, idx, _key = (name.split(".", 2) + ["", ""])[:3]
             if not idx.isdigit() or int(idx) >= len(params) or (t.dim() and t.shape != params[int(idx)].shape):
                 raise CheckpointError(f"{where}: optimizer state {name} does not fit this model's parameters")
+        elif name.startswith("mask."):
+            _check_mask(model, name[5:], t, where)
         elif not name.startswith(("model.", "best.")):
             raise CheckpointError(f"{where}: unexpected tensor {name!r}")
+
+
+def _check_mask(model: nn.Module, name: str, mask: torch.Tensor, where: str) -> None:
+    weight = getattr(model.get_submodule(name), "weight", None) if _has_module(model, name) else None
+    if mask.dtype != torch.bool or not isinstance(weight, torch.Tensor) or weight.shape != mask.shape:
+        raise CheckpointError(f"{where}: mask {name!r} does not fit a weight of this model; it was written for "
+                              "another model")
+
+
+def _has_module(model: nn.Module, name: str) -> bool:
+    try:
+        model.get_submodule(name)
+    except AttributeError:
+        return False
+    return True
 
 
 def _check_scheduler(saved: object, scheduler: object, where: str) -> None:
@@ -236,6 +260,10 @@ def load_checkpoint(directory: str | os.PathLike, model: nn.Module, optimizer: t
             model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
             optimizer.load_state_dict(joined)
             scheduler.load_state_dict(meta["scheduler"])
+            for name, mask in tensors.items():
+                if name.startswith("mask."):
+                    module = model.get_submodule(name[5:])
+                    apply_mask(module, mask.to(module.weight.device))
         except SecateurError:
             raise
         except Exception as err:  # whatever torch rejects: the checkpoint does not fit this run

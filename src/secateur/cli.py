@@ -184,6 +184,32 @@ CALIBRATION_HELP = ("A .npz file of calibration data: arrays x (and y, targets) 
                     "input_ids (token ids, one row per sequence) for language models.")
 
 
+TEXT_HELP = ("Calibration text for hf: language models (a UTF-8 file, or stdlib-docstrings / python-reference), "
+             "tokenized with the model folder's tokenizer into --windows.")
+WINDOWS_HELP = "Windows of --calibration-text: COUNTxLENGTH tokens."
+
+
+def calibration_for(model: str, path: Path | None, text: str | None, shape: str):
+    """Calibration from ``--calibration FILE.npz`` or ``--calibration-text`` (not both)."""
+    if path is not None and text is not None:
+        raise InvalidParameterError("give --calibration FILE.npz or --calibration-text TEXT, not both")
+    if text is None:
+        return load_calibration(path)
+    from .calibration import text_windows
+
+    return text_windows(model, text, shape)
+
+
+def example_from(resolved, calibration):
+    """Real token windows as example inputs of a text model (instead of the random ids a config implies)."""
+    import torch
+
+    ids = getattr(resolved.example_inputs, "get", lambda _: None)("input_ids")
+    if isinstance(calibration, torch.Tensor) and ids is not None and not calibration.is_floating_point():
+        return {"input_ids": calibration[:2]}
+    return resolved.example_inputs
+
+
 def load_calibration(path: Path | None, batch_size: int = 32):
     """Calibration batches from a ``.npz`` file (read without pickle)."""
     if path is None:
@@ -219,7 +245,9 @@ def analyze(ctx: typer.Context, model: str = typer.Argument(..., help=MODEL_HELP
             method: str = typer.Option("structured", help=METHOD_HELP),
             input_shape: str | None = typer.Option(None, help="For py: models, e.g. 1,3,32,32."),
             weights: str | None = typer.Option(None, help="Weights for py: models (.safetensors)."),
-            calibration: Path | None = typer.Option(None, help=CALIBRATION_HELP)) -> None:
+            calibration: Path | None = typer.Option(None, help=CALIBRATION_HELP),
+            calibration_text: str | None = typer.Option(None, help=TEXT_HELP),
+            windows: str = typer.Option("8x128", help=WINDOWS_HELP)) -> None:
     """Pre-flight report: coupled groups, what would be pruned, and why anything is skipped; with method
     options (e.g. --sparsity 0.3 --units heads), also the plan it would make. Nothing is changed."""
 
@@ -227,9 +255,9 @@ def analyze(ctx: typer.Context, model: str = typer.Argument(..., help=MODEL_HELP
         from .analysis import analyze as run_analysis
 
         chosen = method_from_cli(method, ctx.args, 0.5) if ctx.args or method != "structured" else None
-        batches = load_calibration(calibration)
+        batches = calibration_for(model, calibration, calibration_text, windows)
         r = _resolve(model, weights, input_shape)
-        typer.echo(run_analysis(r.model, r.example_inputs, chosen, batches).to_text())
+        typer.echo(run_analysis(r.model, example_from(r, batches), chosen, batches).to_text())
 
     _guard(work)
 
@@ -241,6 +269,8 @@ def prune(ctx: typer.Context, model: str = typer.Argument(..., help=MODEL_HELP),
           input_shape: str | None = typer.Option(None, help="For py: models, e.g. 1,3,32,32."),
           weights: str | None = typer.Option(None, help="Weights for py: models (.safetensors)."),
           calibration: Path | None = typer.Option(None, help=CALIBRATION_HELP),
+          calibration_text: str | None = typer.Option(None, help=TEXT_HELP),
+          windows: str = typer.Option("32x512", help=WINDOWS_HELP),
           quiet: bool = typer.Option(False, help="No progress bars."),
           overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
           hf: bool = typer.Option(False, "--hf", help="Write a Hugging Face checkpoint (transformers models), "
@@ -254,11 +284,11 @@ def prune(ctx: typer.Context, model: str = typer.Argument(..., help=MODEL_HELP),
         from .pruning import prune as run_prune
 
         chosen = method_from_cli(method, ctx.args, 0.5)
-        batches = load_calibration(calibration)
+        batches = calibration_for(model, calibration, calibration_text, windows)
         check_target(out.absolute(), set(), overwrite)  # before the work, not after it
         _threads()
         r = _resolve(model, weights, input_shape)
-        result = run_prune(r.model, chosen, example_inputs=r.example_inputs, calibration=batches,
+        result = run_prune(r.model, chosen, example_inputs=example_from(r, batches), calibration=batches,
                            progress=not quiet)
         record = {"prune.json": json.dumps(result.to_dict(), indent=1).encode()}
         writer = save_pretrained if hf else save
@@ -327,10 +357,13 @@ def sensitivity(ctx: typer.Context, model: str = typer.Argument(..., help=MODEL_
                 input_shape: str | None = typer.Option(None, help="For py: models, e.g. 1,3,32,32."),
                 weights: str | None = typer.Option(None, help="Weights for py: models (.safetensors)."),
                 calibration: Path | None = typer.Option(None, help=CALIBRATION_HELP),
+                calibration_text: str | None = typer.Option(None, help=TEXT_HELP),
+                windows: str = typer.Option("8x128", help=WINDOWS_HELP),
                 quiet: bool = typer.Option(False, help="No progress bars."),
                 overwrite: bool = typer.Option(False, help=OVERWRITE_HELP)) -> None:
     """Quality against pruned fraction for each prunable group (or layer), pruned alone (quality: output
-    fidelity to the dense model on its example inputs)."""
+    fidelity to the dense model on its example inputs: for hf: language models given --calibration-text,
+    real text windows instead of random token ids)."""
 
     def work() -> None:
         from .allocation import sensitivity as run_sensitivity
@@ -339,10 +372,14 @@ def sensitivity(ctx: typer.Context, model: str = typer.Argument(..., help=MODEL_
 
         chosen = method_from_cli(method, ctx.args or (["--sparsity", "0"] if method == "unstructured" else []), 0.0)
         fractions = coerce(levels, tuple[float, ...], text=True)
+        batches = calibration_for(model, calibration, calibration_text, windows)
         with OutputFolder(out, overwrite) as folder:
             r = _resolve(model, weights, input_shape)
-            result = run_sensitivity(r.model, chosen, example_inputs=r.example_inputs, ratios=fractions,
-                                     calibration=load_calibration(calibration), progress=not quiet)
+            if batches is None and model.startswith("hf:") and "input_ids" in getattr(r.example_inputs, "keys", list)():
+                typer.echo("note: quality is measured on random token ids; pass --calibration-text TEXT for real "
+                           "text", err=True)
+            result = run_sensitivity(r.model, chosen, example_inputs=example_from(r, batches), ratios=fractions,
+                                     calibration=batches, progress=not quiet)
             folder.write_text("sensitivity.md", result.to_markdown())
             folder.write_text("sensitivity.json", json.dumps(result.to_dict(), indent=1))
             result.plot(folder.path("sensitivity.png"))

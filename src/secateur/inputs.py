@@ -73,6 +73,7 @@ class Batch:
 
     inputs: Inputs
     target: torch.Tensor | None = None
+    raw: Any = None  # the item as the user's data yielded it (for a ForwardLoss)
 
 
 def output_tensors(out: Any) -> list[torch.Tensor]:
@@ -99,8 +100,14 @@ def _is_batches(value: Any) -> bool:
     return isinstance(value, Iterable) and not isinstance(value, torch.Tensor | Mapping | str | bytes)
 
 
+def _is_text(value: Any) -> bool:
+    """A text column of a data set (a string, or a list of them): no model input, dropped from batches."""
+    return isinstance(value, str) or (isinstance(value, list | tuple) and bool(value)
+                                      and all(isinstance(v, str) for v in value))
+
+
 def _kwargs(mapping: Mapping, where: str) -> dict:
-    out = dict(mapping)
+    out = {k: v for k, v in mapping.items() if not _is_text(v)}
     if not any(isinstance(v, torch.Tensor) for v in out.values()):
         raise InputError(f"{where}: a dict of inputs needs at least one tensor; got keys {sorted(out)}")
     return out
@@ -144,13 +151,13 @@ def as_batch(item: Any, where: str = "calibration") -> Batch:
     if isinstance(item, Batch):
         return item
     if isinstance(item, torch.Tensor | Mapping):
-        return Batch(as_inputs(item, where))
+        return Batch(as_inputs(item, where), raw=item)
     if isinstance(item, list | tuple) and len(item) in (1, 2):
         target = item[1] if len(item) == 2 else None
         if target is not None and not isinstance(target, torch.Tensor):
             raise InputError(f"{where}: the targets of an (inputs, targets) batch must be a tensor, got "
                              f"{type(target).__name__}")
-        return Batch(as_inputs(item[0], where), target)
+        return Batch(as_inputs(item[0], where), target, raw=item)
     raise InputError(f"{where}: a batch is a tensor, a dict of tensors or (inputs, targets); got "
                      f"{type(item).__name__}{f' of {len(item)} items' if isinstance(item, list | tuple) else ''}")
 

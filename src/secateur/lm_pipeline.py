@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import platform
+import time
 from pathlib import Path
 
 import torch
@@ -13,7 +15,9 @@ from .errors import PruningError
 from .io import OutputFolder, output_folder, save, save_pretrained
 from .llm import load_corpus, perplexity, windows
 from .pruning import prune
-from .recipe import LMRecipe
+from .recipe import LMFinetuneStep, LMRecipe
+from .tracking import flat, masked_sparsity, prune_metrics, recipe_tracker
+from .training import finetune
 
 
 def _load(spec: str):
@@ -36,14 +40,30 @@ def _sample(model, tokenizer, prompt: str) -> str:
     return tokenizer.decode(out[0][ids.shape[1]:], skip_special_tokens=True)
 
 
+def recover(model, teacher, train_ids: torch.Tensor, step: LMFinetuneStep, out: OutputFolder, tracker,
+            progress: bool) -> dict:
+    """A recipe's fine-tuning step on windows of the calibration text's first half; figures for the report."""
+    start = time.process_time()
+    result = finetune(model, windows(train_ids, step.length, train_ids.numel() // step.length), steps=step.steps,
+                      minutes=step.minutes, batch_size=step.batch_size, accumulate=step.accumulate, lr=step.lr,
+                      teacher=teacher if step.distill else None, temperature=step.temperature, alpha=step.alpha,
+                      hidden_weight=step.hidden_weight, max_grad_norm=step.max_grad_norm,
+                      checkpoint_dir=out.directory("checkpoint"), checkpoint_every=step.checkpoint_every, log=tracker,
+                      progress=progress)
+    return {"steps": result.steps, "tokens": result.tokens, "seconds": result.seconds,
+            "sparsity": masked_sparsity(model),
+            "cpu_seconds": time.process_time() - start, "tokens_per_s": result.tokens / max(result.seconds, 1e-9)}
+
+
 def run_lm_recipe(recipe: LMRecipe, out: str | Path | OutputFolder, progress: bool = True) -> dict:
-    """Prune as the recipe says; perplexity on every evaluation text before and after. Files go under ``out``
-    (a folder path, or an open :class:`~secateur.io.OutputFolder`)."""
+    """Prune (and recover) as the recipe says; perplexity on every evaluation text before and after each step.
+    Files go under ``out`` (a folder path, or an open :class:`~secateur.io.OutputFolder`)."""
     with output_folder(out) as folder:
         return _run(recipe, folder, progress)
 
 
 def _run(recipe: LMRecipe, out: OutputFolder, progress: bool) -> dict:
+    tracker = recipe_tracker(recipe.log, out)
     model, tokenizer = _load(recipe.model)
     ids = {name: tokenizer(load_corpus(name), return_tensors="pt").input_ids[0]
            for name in dict.fromkeys([recipe.data, *recipe.evaluate_on])}
@@ -56,15 +76,22 @@ def _run(recipe: LMRecipe, out: OutputFolder, progress: bool) -> dict:
         stages.append({"name": name, "metrics": {**{f"perplexity[{k}]": perplexity(model, v, progress=progress)
                                                     for k, v in evals.items()},
                                                  "sample": _sample(model, tokenizer, recipe.prompt), **extra}})
+        tracker.log(flat({f"stage/{k}": v for k, v in stages[-1]["metrics"].items()}), len(stages) - 1)
 
     stages: list[dict] = []
     measure("dense", {})
+    teacher = copy.deepcopy(model).eval() if any(s.kind == "finetune" and s.finetune.distill for s in recipe.steps) \
+        else None
     for step in recipe.steps:
         if step.kind == "prune":
             result = prune(model, step.prune.method, calibration=calibration, progress=progress)
             if result.plan.is_empty():
                 raise PruningError(f"the prune step {step.prune.method.to_dict()} removed nothing; raise its sparsity")
+            tracker.log({f"prune/{k}": v for k, v in prune_metrics(result).items()}, len(stages))
             measure("pruned", {"seconds": result.seconds, "sparsity_per_layer": result.plan.sparsity()})
+        elif step.kind == "finetune":
+            measure("finetuned", recover(model, teacher, ids[recipe.data][:half], step.finetune, out, tracker,
+                                         progress))
         else:
             if "safetensors" in step.export.formats:
                 save(model, out.path("model"))
@@ -91,5 +118,9 @@ def lm_markdown(report: dict) -> str:
             values = list(s["metrics"]["sparsity_per_layer"].values())
             lines.append(f"pruned in {s['metrics']['seconds']:.1f} s; sparsity per layer {min(values):.3f} to "
                          f"{max(values):.3f} over {len(values)} layers")
+        if "tokens" in s["metrics"]:
+            m = s["metrics"]
+            lines.append(f"fine-tuned {m['steps']} steps on {m['tokens']:,} tokens in {m['seconds'] / 60:.1f} min "
+                         f"({m['tokens_per_s']:.0f} tokens/s, {m['cpu_seconds'] / 60:.1f} CPU min)")
     lines += ["", *(f"- **{k}**: {v}" for k, v in report["notes"].items())]
     return "\n".join(lines) + "\n"

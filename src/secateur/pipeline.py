@@ -24,6 +24,7 @@ from .pruning import prune
 from .quant import quantize
 from .recipe import FinetuneStep, PruneStep, QuantizeStep, Recipe, SensitivityStep
 from .results import PruneResult
+from .tracking import flat, prune_metrics, recipe_tracker
 from .training import finetune
 from .zoo import Dataset, load_dataset
 
@@ -40,12 +41,17 @@ class Run:
         self.model: nn.Module = _model_for(recipe, self.data)
         self.teacher: nn.Module | None = None
         self.stages: list[dict] = []
+        self.tracker = recipe_tracker(recipe.log, out)
         self.prune_result: PruneResult | None = None
         self.importance_before: torch.Tensor | None = None
         self.sensitivity: dict | None = None
         batch = recipe.report.batch_size
         x = self.data.test.x
         self.bench_inputs = (x.repeat(-(-batch // len(x)), *[1] * (x.dim() - 1))[:batch].contiguous(),)
+
+    def _logged(self) -> None:
+        """The last stage's figures to the trackers, at the stage's index."""
+        self.tracker.log(flat({f"stage/{k}": v for k, v in self.stages[-1]["metrics"].items()}), len(self.stages) - 1)
 
     def _onnx_path(self, stage: str) -> Path:
         return self.out.path(f"stages/{stage}.onnx")
@@ -58,6 +64,7 @@ class Run:
             "params": count_params(self.model), "nonzero_params": count_nonzero_params(self.model),
             "macs": count_macs(self.model, (self.data.example,)), "file_bytes": onnx_model.file_bytes,
             **self._latencies(self.model, onnx_model)}})
+        self._logged()
 
     def _latencies(self, module: nn.Module, onnx_model: OnnxModel) -> dict:
         """Median and interquartile range in torch and onnxruntime, on the report's batch."""
@@ -93,12 +100,13 @@ class Run:
                                   progress=self.progress)
         if self.prune_result.plan.is_empty():
             raise PruningError(f"the prune step {step.method.to_dict()} removed nothing; raise its sparsity")
+        self.tracker.log({f"prune/{k}": v for k, v in prune_metrics(self.prune_result).items()}, len(self.stages))
         self.measure("pruned")
 
     def do_finetune(self, step: FinetuneStep) -> None:
         loader = self.data.train.loader(step.batch_size, shuffle=True, seed=self.recipe.seed + 1)
         finetune(self.model, loader, step.epochs, teacher=self.teacher if step.distill else None, lr=step.lr,
-                 temperature=step.temperature, alpha=step.alpha, progress=self.progress)
+                 temperature=step.temperature, alpha=step.alpha, log=self.tracker, progress=self.progress)
         self.measure("finetuned")
 
     def do_quantize(self, step: QuantizeStep) -> None:
@@ -111,6 +119,7 @@ class Run:
             "params": count_params(self.model), "nonzero_params": count_nonzero_params(self.model),
             "macs": count_macs(self.model, (self.data.example,)), "file_bytes": q.file_bytes,
             **self._latencies(_torch_int8(self.model), q)}})
+        self._logged()
 
     def do_export(self, formats: list[str]) -> None:
         plan = self.prune_result.plan if self.prune_result else None

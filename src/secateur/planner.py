@@ -38,6 +38,17 @@ from .structured import (
 from .transaction import eval_mode
 
 
+def default_criterion(model: nn.Module, batches: list) -> str:
+    """``activation`` for a causal language model given calibration data (magnitude ruins them: SmolLM2's
+    perplexity went 17.5 -> 1,724 at 5% of FFN channels, activation gave 19.6 at 10%), else ``magnitude``.
+
+    >>> default_criterion(nn.Linear(2, 2), [])
+    'magnitude'
+    """
+    causal = type(model).__name__.endswith("ForCausalLM") or getattr(getattr(model, "config", None), "is_decoder", 0)
+    return "activation" if causal and batches else "magnitude"
+
+
 class Planner:
     """Structured pruning of ``model`` as ``method`` selects it (units, ignore, criterion, scope).
 
@@ -85,7 +96,7 @@ class Planner:
     def scores(self) -> dict[int, torch.Tensor]:
         """One importance score per unit of each candidate group (computed once)."""
         if self._scores is None:
-            criterion = get_criterion(self.method.criterion)
+            criterion = get_criterion(self.method.criterion or default_criterion(self.model, self.batches))
             stats = collect_statistics(self.model, criterion, self.batches, self.loss_fn, self.progress)
             with torch.no_grad():
                 self._scores = {g.id: criterion.unit_scores(GroupWeights.of(self.model, g, stats)).float()

@@ -6,10 +6,10 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from .counting import count_macs, count_nonzero_params, count_params
+from .inputs import as_inputs
 from .latency import ort_latency_ms, torch_latency_ms
 from .onnx_export import OnnxModel, export_onnx
 
@@ -29,21 +29,25 @@ class Profile:
         return asdict(self)
 
 
-def profile(model: nn.Module, example_inputs: torch.Tensor | tuple, *, runs: int = 30, warmup: int = 5,
+def profile(model: nn.Module, example_inputs: object, *, runs: int = 30, warmup: int = 5,
             onnx_path: str | Path | None = None) -> Profile:
-    """Measure ``model`` on ``example_inputs`` (their batch size is the latency batch).
+    """Measure ``model`` on ``example_inputs`` (a tensor, tuple, tokenizer dict or DataLoader; their
+    batch size is the latency batch).
 
     ``file_bytes`` is the size of the model's ONNX file (written to ``onnx_path`` or a temporary
     folder); latencies are medians of ``runs`` timed calls after ``warmup``.
+
+    >>> import torch
+    >>> profile(nn.Linear(4, 2), {"input": torch.ones(3, 4)}, runs=2, warmup=1).macs
+    8
     """
-    inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
-    batch = inputs[0].shape[0]
+    inputs = as_inputs(example_inputs)
     with tempfile.TemporaryDirectory(prefix="secateur-p-") as tmp:
         path = export_onnx(model, onnx_path or Path(tmp) / "model.onnx", inputs)
-        onnx_model = OnnxModel(path)
         return Profile(
             params=count_params(model), nonzero_params=count_nonzero_params(model),
-            macs=count_macs(model, inputs) // batch, file_bytes=path.stat().st_size, batch_size=batch,
+            macs=count_macs(model, inputs) // inputs.batch_size, file_bytes=path.stat().st_size,
+            batch_size=inputs.batch_size,
             latency_ms={"torch": torch_latency_ms(model, inputs, runs, warmup),
-                        "onnxruntime": ort_latency_ms(onnx_model, inputs, runs, warmup)},
+                        "onnxruntime": ort_latency_ms(OnnxModel(path), inputs, runs, warmup)},
         )

@@ -103,6 +103,32 @@ class SensitivityStep(_Strict):
         return v
 
 
+class LMFinetuneStep(_Strict):
+    """Recovery of a pruned language model: ``steps`` optimizer steps (or ``minutes`` of training, whichever
+    ends first) on windows of ``length`` tokens from the first half of the recipe's text, distilled from the
+    dense model (``distill``) with masks held."""
+
+    steps: int = Field(50, ge=1)
+    minutes: float | None = Field(None, gt=0)
+    length: int = Field(256, ge=2)
+    batch_size: int = Field(4, ge=1)
+    accumulate: int = Field(1, ge=1)
+    lr: float = Field(1e-4, gt=0)
+    distill: bool = True
+    temperature: float = Field(1.0, gt=0)
+    alpha: float = Field(1.0, ge=0, le=1)
+    hidden_weight: float = Field(0.0, ge=0)
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    checkpoint_every: int | None = Field(None, ge=1)
+
+
+class Log(_Strict):
+    """Metrics of every stage (and every fine-tuning step) to TensorBoard under ``<out>/tensorboard``;
+    ``tensorboard: null`` logs when the tensorboard package is installed."""
+
+    tensorboard: bool | None = None
+
+
 class QuantizeStep(_Strict):
     mode: Literal["int8"] = "int8"
     calibration_batches: int = Field(8, ge=1)
@@ -179,6 +205,7 @@ class Recipe(_Named):
     train: Train | None = Train()
     steps: list[Step]
     report: Report = Report()
+    log: Log = Log()
 
     @field_validator("model")
     @classmethod
@@ -216,6 +243,7 @@ class LMStep(_OneKey):
     """One language-model step: exactly one of its keys is set."""
 
     prune: LMPruneStep | None = None
+    finetune: LMFinetuneStep | None = None
     export: ExportStep | None = None
 
 
@@ -232,6 +260,7 @@ class LMRecipe(_Named):
     evaluation: Windows = Windows()
     prompt: str = "def read_config(path):\n    \"\"\""
     steps: list[LMStep]
+    log: Log = Log()
 
     @field_validator("model")
     @classmethod

@@ -85,11 +85,14 @@ class OutputFolder:
                                     "only files with the names it writes)")
         for rel in sorted(previous or [], key=lambda r: -r.count("/")):
             path = self.root / rel
-            if path.is_dir() and not path.is_symlink():
+            if rel.endswith("/"):
+                _remove_tree(path)
+            elif path.is_dir() and not path.is_symlink():
                 remove_saved(path)
             elif path.is_file() or path.is_symlink():
                 fs.remove_file(path)
-        for rel in sorted({r.rpartition("/")[0] for r in previous or [] if "/" in r}, key=lambda r: -r.count("/")):
+        parents = {r.rstrip("/").rpartition("/")[0] for r in previous or []} - {""}
+        for rel in sorted(parents, key=lambda r: -r.count("/")):
             if (self.root / rel).is_dir() and not any((self.root / rel).iterdir()):
                 fs.remove_dir(self.root / rel)
 
@@ -117,6 +120,14 @@ class OutputFolder:
             path.parent.mkdir(parents=True, exist_ok=True)
         return path
 
+    def directory(self, rel: str) -> Path:
+        """A folder the run fills with files of its own naming (TensorBoard events, checkpoints); the next
+        run into this output folder deletes it whole."""
+        path = self.path(f"{rel}/")
+        with fs.writing(path):
+            path.mkdir(exist_ok=True)
+        return path
+
     def write_text(self, rel: str, text: str) -> Path:
         """Write a text file atomically (a reader sees the old content or the new)."""
         return self.write_bytes(rel, text.encode())
@@ -131,7 +142,19 @@ class OutputFolder:
         return path
 
 
+def _remove_tree(path: Path) -> None:
+    """Delete a folder the run filled (its links are removed, never followed)."""
+    if path.is_symlink() or not path.is_dir():
+        if path.is_symlink() or path.exists():
+            fs.remove_file(path)
+        return
+    for child in path.iterdir():
+        _remove_tree(child)
+    fs.remove_dir(path)
+
+
 def _inside(rel: str) -> bool:
+    rel = rel.removesuffix("/")
     return bool(rel) and all(fs.NAME.fullmatch(part) and part not in (".", "..") for part in rel.split("/"))
 
 

@@ -26,7 +26,8 @@ class Structured(Method):
     block influence); None means every unit but blocks, which are opt-in. ``round_to`` keeps unit
     counts at multiples of it; ``ignore`` holds module-name patterns (fnmatch) whose outputs stay;
     ``ratios`` maps group keys (:func:`secateur.group_key`, shown by ``secateur.analyze``) to their own
-    sparsity; ``criterion`` scores units (a name or a criterion object).
+    sparsity; ``criterion`` scores units (a name or a criterion object; None: ``activation`` for causal
+    language models given calibration data, else ``magnitude``).
 
     >>> Structured(target=0.5).target
     Macs(fraction=0.5)
@@ -34,7 +35,7 @@ class Structured(Method):
 
     sparsity: float | None = None
     target: Target | float | None = None
-    criterion: str | Criterion = "magnitude"
+    criterion: str | Criterion | None = None
     scope: Scope = "layer"
     round_to: int = 1
     ignore: tuple[str, ...] = ()
@@ -60,7 +61,8 @@ class Structured(Method):
         if self.units and "blocks" in self.units and self.sparsity is None:
             raise InvalidParameterError("blocks are removed with sparsity= (a fraction of each stack), not target=")
         check_patterns("ignore", self.ignore)
-        get_criterion(self.criterion)
+        if self.criterion is not None:
+            get_criterion(self.criterion)
 
     @property
     def width_units(self) -> tuple[str, ...] | None:
