@@ -20,8 +20,9 @@ _EXPORTS = {
     "errors": ["GraphCaptureError", "InputError", "InvalidParameterError", "InvalidSparsityError",
                "MissingDependencyError", "ModelFileError", "PruningError", "RecipeError", "SecateurError",
                "UnknownCriterionError", "UnknownMethodError"],
-    "methods": ["Latency", "Macs", "Magnitude", "Method", "OneShot", "Params", "SemiStructured", "SparseGPT",
-                "Structured", "Unstructured", "Wanda", "register_method"],
+    "methods": ["BlockSensitivity", "Latency", "Macs", "Magnitude", "Method", "OWL", "OneShot", "Params",
+                "Reconstruction", "SemiStructured", "SparseGPT", "Structured", "Unstructured", "Wanda",
+                "register_method"],
     "criteria": ["Criterion", "register_criterion"],
     "pruning": ["prune"],
     "results": ["PruneResult", "UnitReport"],
@@ -38,6 +39,7 @@ _EXPORTS = {
     "allocation": ["Sensitivity", "allocate", "sensitivity"],
     "evaluate": ["accuracy"],
     "llm.corpus": ["perplexity"],
+    "llm.shards": ["CheckpointResult", "prune_checkpoint"],
     "onnx_export": ["OnnxModel", "export_onnx"],
     "profiling": ["Profile", "profile"],
     "quant": ["quantize"],
@@ -84,14 +86,18 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .handlers import register_handler
     from .io import load, save
     from .llm.corpus import perplexity
+    from .llm.shards import CheckpointResult, prune_checkpoint
     from .masks import unmask
     from .methods import (
+        OWL,
+        BlockSensitivity,
         Latency,
         Macs,
         Magnitude,
         Method,
         OneShot,
         Params,
+        Reconstruction,
         SemiStructured,
         SparseGPT,
         Structured,

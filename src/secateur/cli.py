@@ -205,6 +205,9 @@ def prune(ctx: typer.Context, model: str = typer.Argument(..., help=MODEL_HELP),
           input_shape: str | None = typer.Option(None, help="For py: models, e.g. 1,3,32,32."),
           weights: str | None = typer.Option(None, help="Weights for py: models (.safetensors)."),
           calibration: Path | None = typer.Option(None, help=CALIBRATION_HELP),
+          stream: bool = typer.Option(False, help="One-shot methods on hf:FOLDER: prune block by block from the "
+                                      "safetensors files (models larger than memory); --out gets a Hugging Face "
+                                      "checkpoint."),
           quiet: bool = typer.Option(False, help="No progress bars.")) -> None:
     """Prune a model and save it, e.g. `secateur prune zoo:mlp --sparsity 0.5 --out runs/mlp`; reload it
     with `secateur load OUT --base MODEL`. Structured pruning removes half of each group by default."""
@@ -216,6 +219,8 @@ def prune(ctx: typer.Context, model: str = typer.Argument(..., help=MODEL_HELP),
         chosen = method_from_cli(method, ctx.args, 0.5)
         batches = load_calibration(calibration)
         _threads()
+        if stream:
+            return _prune_streamed(model, chosen, batches, out, quiet)
         r = _resolve(model, weights, input_shape)
         result = run_prune(r.model, chosen, example_inputs=r.example_inputs, calibration=batches,
                            progress=not quiet)
@@ -225,6 +230,18 @@ def prune(ctx: typer.Context, model: str = typer.Argument(..., help=MODEL_HELP),
         typer.echo(f"wrote {out}")
 
     _guard(work)
+
+
+def _prune_streamed(model: str, method, calibration, out: Path, quiet: bool) -> None:
+    from .llm.shards import prune_checkpoint
+
+    if not model.startswith("hf:"):
+        raise InvalidParameterError(f"--stream prunes the safetensors files of an hf:FOLDER model, not {model!r}")
+    result = prune_checkpoint(model.removeprefix("hf:"), out, method, calibration, progress=not quiet)
+    values = list(result.sparsity.values())
+    typer.echo(f"{method.name}: {len(values)} layers pruned to sparsity {min(values):.3f}-{max(values):.3f} in "
+               f"{result.seconds:.1f} s ({result.seconds / max(len(result.block_seconds), 1):.1f} s per block)")
+    typer.echo(f"wrote {out}")
 
 
 @app.command()

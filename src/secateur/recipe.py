@@ -194,11 +194,14 @@ class LMStep(_OneKey):
 
 class LMRecipe(_Named):
     """Pruning of a causal language model, measured by perplexity on held-out text. ``data`` and each of
-    ``evaluate_on`` name a shipped corpus or a UTF-8 text file of your own."""
+    ``evaluate_on`` name a shipped corpus or a UTF-8 text file of your own. ``stream: true`` (``hf:``
+    folders of safetensors) prunes block by block from the files, for models larger than memory: the
+    pruned checkpoint goes to ``<out>/model`` and each evaluation loads one model at a time."""
 
     task: Literal["language-model"]
     name: str = "lm"
     model: str
+    stream: bool = False
     data: str = "stdlib-docstrings"
     evaluate_on: list[str] = ["stdlib-docstrings", "python-reference"]
     calibration: Windows = Windows()
@@ -216,6 +219,12 @@ class LMRecipe(_Named):
 
             return _checked(check_spec, v)
         return v
+
+    @model_validator(mode="after")
+    def _streamed(self) -> LMRecipe:
+        if self.stream and not self.model.startswith("hf:"):
+            raise ValueError("stream: true prunes the safetensors files of an hf:FOLDER model; give model: hf:FOLDER")
+        return self
 
     @field_validator("data")
     @classmethod
