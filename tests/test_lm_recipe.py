@@ -63,3 +63,18 @@ def test_smollm2_example_recipe_validates():
     from secateur.recipe import LMRecipe, load_recipe
 
     assert isinstance(load_recipe(Path(__file__).resolve().parents[1] / "examples" / "smollm2-wanda.yaml"), LMRecipe)
+
+
+def test_lm_recipe_streams_a_checkpoint_block_by_block(hf_folder, tmp_path):
+    recipe = parse_recipe(_recipe(hf_folder, stream=True, steps=[{"prune": {"method": "wanda", "sparsity": 0.6,
+                                                                            "profile": {"owl": {"lam": 0.1}}}}]))
+    from secateur.lm_pipeline import lm_markdown, run_lm_recipe
+
+    report = run_lm_recipe(recipe, tmp_path / "out", progress=False)
+    dense, pruned = (s["metrics"] for s in report["stages"])
+    assert pruned["perplexity[stdlib-docstrings]"] != dense["perplexity[stdlib-docstrings]"]
+    assert sorted(pruned["sparsity_per_block"].values()) == pytest.approx([0.5, 0.7])
+    assert (tmp_path / "out" / "model" / "model.safetensors.index.json").is_file()
+    assert "asked per block 0.500 to 0.700" in lm_markdown(report)
+    with pytest.raises(sc.RecipeError, match="hf:FOLDER"):
+        parse_recipe(_recipe(hf_folder, model="llm:smollm2", stream=True))

@@ -70,6 +70,7 @@ class Stream:
     store: Store
     folder: str | None
     generation: int = 0
+    dense: Store | None = None  # the dense model's hidden states (reconstruction towards the dense model)
 
     def next_store(self, name: str = "h") -> Store:
         """An empty store for the outputs (``name``: a scratch store, e.g. ``t`` for targets)."""
@@ -111,20 +112,22 @@ def one_pass_fits(stream: Stream, layers: list[Layer]) -> bool:
     return len(stream.states) == 1 or stream.tokens * 4 * (2 * hidden + widest) <= HELD_BYTES
 
 
-def forward_block(block: nn.Module, stream: Stream, sink: Store) -> None:
-    """The block's outputs on every micro-batch, into ``sink``."""
-    device = device_of(block)
+def forward_block(block: nn.Module, stream: Stream, sink: Store, source: Store | None = None) -> None:
+    """The block's outputs on every micro-batch (of ``source``, by default the stream's), into ``sink``."""
+    device, source = device_of(block), source or stream.store
     for i, state in enumerate(stream.states):
-        sink.put(i, call_block(block, stream.store.get(i, device), state))
+        sink.put(i, call_block(block, source.get(i, device), state))
 
 
 def prune_block(run: Run, block: nn.Module, layers: list[Layer], stream: Stream) -> None:
     """Prune one block's layers and move ``stream`` on to the block's outputs."""
     method = run.method
     targets = None
-    if method.reconstruct is not None:
+    if method.reconstruct is not None and (layers or method.reconstruct.target == "model"):
+        if stream.dense is None and method.reconstruct.target == "model":
+            stream.dense = stream.store  # the first block: the dense model's inputs are the stream's
         targets = stream.next_store("t")
-        forward_block(block, stream, targets)
+        forward_block(block, stream, targets, stream.dense if method.reconstruct.target == "model" else None)
     sink = stream.next_store() if targets is None else Discard()
     pruner = BlockPruner(layers, lambda layer, stat: prune_layer(run, layer, stat), method.new_statistic)
     if method.new_statistic(1) is None:
@@ -138,29 +141,35 @@ def prune_block(run: Run, block: nn.Module, layers: list[Layer], stream: Stream)
         run.skipped |= {lay.name: "never called by the block's forward" for lay in layers
                         if id(lay.module) not in pruner.done}
     if targets is not None:
-        reconstruct(run, block, layers, stream, targets)
+        if layers:
+            reconstruct(run, block, layers, stream, targets)
         sink = stream.next_store()
         forward_block(block, stream, sink)
+        stream.dense = targets if method.reconstruct.target == "model" else None
     stream.store = sink
 
 
 def reconstruct(run: Run, block: nn.Module, layers: list[Layer], stream: Stream, targets: Store) -> None:
-    """Tune the pruned layers' kept weights so the block's outputs approach ``targets`` (EBFT)."""
+    """Tune the pruned layers' kept weights so the block's outputs approach ``targets`` (EBFT), in steps of
+    ``reconstruct.batch_size`` sequences."""
     device = device_of(block)
     params = [stored(layer.module, "weight") for layer in layers]
     frozen = [p for p in params if not p.requires_grad]
+    rows = run.method.reconstruct.batch_size
 
-    def step(i: int):
+    def step(i: int, start: int):
         def outputs() -> tuple[torch.Tensor, torch.Tensor]:
-            state = stream.states[i]
-            out, target = call_block(block, stream.store.get(i, device), state), targets.get(i, device)
+            state = stream.states[i].select(start, start + rows)
+            hidden = stream.store.get(i, device)[start : start + rows]
+            out, target = call_block(block, hidden, state), targets.get(i, device)[start : start + rows]
             return (out, target) if state.tokens is None else (out[state.tokens], target[state.tokens])
         return outputs
 
+    steps = [step(i, start) for i, s in enumerate(stream.states) for start in range(0, s.rows, rows)]
     for p in frozen:
         p.requires_grad_(True)
     try:
-        run.losses.append(run.method.reconstruct.fit(params, [step(i) for i in range(len(stream.states))]))
+        run.losses.append(run.method.reconstruct.fit(params, steps))
     finally:
         for p in frozen:
             p.requires_grad_(False)

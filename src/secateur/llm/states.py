@@ -29,12 +29,23 @@ class Stop(Exception):
 @dataclass
 class State:
     """One micro-batch at the entry of the current block: the block's other arguments, which token
-    positions are real (None: all) and how many tokens it holds; its hidden states are in a Store."""
+    positions are real (None: all), how many tokens and sequences it holds; its hidden states are in a Store."""
 
     args: tuple
     kwargs: dict
     tokens: torch.Tensor | None = None
     count: int = 0
+    rows: int = 1
+
+    def select(self, start: int, stop: int) -> State:
+        """Sequences ``start:stop`` of this micro-batch (tensor arguments with a batch dimension sliced)."""
+        def part(v: object) -> object:
+            return v[start:stop] if isinstance(v, torch.Tensor) and v.dim() and v.shape[0] == self.rows > 1 else v
+
+        tokens = None if self.tokens is None else self.tokens[start:stop]
+        count = (stop - start) * self.count // self.rows if tokens is None else int(tokens.sum())
+        return State(tuple(part(a) for a in self.args), {k: part(v) for k, v in self.kwargs.items()}, tokens, count,
+                     stop - start)
 
 
 class Store:
@@ -125,7 +136,7 @@ def first_block_states(model: nn.Module, block: nn.Module, batches: list[Batch],
             mask = batch.inputs.kwargs.get("attention_mask")
             tokens = None if mask is None else mask.bool().to(device)
             count = hidden.shape[:-1].numel() if tokens is None else int(tokens.sum())
-            states.append(State(tuple(args[1:]), kwargs, tokens, count))
+            states.append(State(tuple(args[1:]), kwargs, tokens, count, hidden.shape[0]))
     finally:
         handle.remove()
     return states

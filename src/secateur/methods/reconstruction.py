@@ -8,8 +8,8 @@ block's output on the same inputs (the pruned model's hidden states), block afte
 data and no loss of the whole model: the block's own outputs are the targets.
 
 Here the engine computes the dense block's outputs before pruning it, prunes it, then ``fit`` runs
-``epochs`` passes of Adam (linear decay of the learning rate, gradients clipped to norm 1) over the
-micro-batches in a fixed shuffled order, on the pruned layers' weights; the masks keep the pruned
+``epochs`` passes of Adam (linear decay of the learning rate, gradients clipped to norm 1) over steps of
+``batch_size`` calibration sequences in a fixed shuffled order, on the pruned layers' weights; the masks keep the pruned
 entries at zero. Differences from the paper's code: Adam without weight decay, and the norm weights stay
 as they are (only the pruned layers' weights move, so a failed run is rolled back exactly).
 """
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -31,25 +31,33 @@ Step = Callable[[], tuple[torch.Tensor, torch.Tensor]]  # () -> (the block's out
 
 @dataclass(frozen=True)
 class Reconstruction(Spec):
-    """Tune each pruned block's kept weights towards the dense block's outputs (EBFT): ``epochs`` over
-    the calibration micro-batches with Adam at learning rate ``lr``.
+    """Tune each pruned block's kept weights towards dense outputs (EBFT): ``epochs`` over the
+    calibration set in steps of ``batch_size`` sequences, with Adam at learning rate ``lr``. The targets
+    are the dense block's outputs on the pruned model's inputs (``target="block"``, EBFT's), or the dense
+    model's own hidden states after the block (``"model"``: the block also corrects the error of the
+    blocks before it).
 
     >>> Reconstruction.coerce("epochs=3,lr=0.0002", text=True)
-    Reconstruction(epochs=3, lr=0.0002)
+    Reconstruction(epochs=3, lr=0.0002, batch_size=1, target='block')
     """
 
     epochs: int = 2
-    lr: float = 1e-4
+    lr: float = 1e-3
+    batch_size: int = 1
+    target: Literal["block", "model"] = "block"
 
     def validate(self) -> None:
         if self.epochs < 1:
             raise InvalidParameterError(f"reconstruct epochs={self.epochs} must be at least 1")
         if not 0 < self.lr < 1:
-            raise InvalidParameterError(f"reconstruct lr={self.lr} must be in (0, 1), e.g. 0.0001")
+            raise InvalidParameterError(f"reconstruct lr={self.lr} must be in (0, 1), e.g. 0.001")
+        if self.batch_size < 1:
+            raise InvalidParameterError(f"reconstruct batch_size={self.batch_size} must be a positive number of "
+                                        "sequences")
 
     @classmethod
     def describe(cls) -> str:
-        return "block reconstruction options (e.g. {epochs: 2, lr: 0.0001}; true for the defaults)"
+        return "block reconstruction options (e.g. {epochs: 2, lr: 0.001, batch_size: 1}; true for the defaults)"
 
     def to_value(self) -> dict[str, Any]:
         return self.fields_dict()
@@ -61,8 +69,8 @@ class Reconstruction(Spec):
         return build(cls, options_of(value, text), text=text, where=cls.__name__)
 
     def fit(self, params: list[torch.nn.Parameter], steps: Sequence[Step]) -> tuple[float, float]:
-        """Adam over ``steps`` (one per micro-batch) for ``epochs``; returns the mean loss of the first and
-        of the last epoch."""
+        """Adam over ``steps`` (each gives an output and its target) for ``epochs``; returns the mean loss
+        of the first and of the last epoch."""
         optimizer = torch.optim.Adam(params, lr=self.lr, betas=(0.9, 0.95))
         total = self.epochs * len(steps)
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: 1 - k / total)
