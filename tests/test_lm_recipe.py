@@ -66,8 +66,8 @@ def test_smollm2_example_recipe_validates():
 
 
 def test_lm_recipe_streams_a_checkpoint_block_by_block(hf_folder, tmp_path):
-    recipe = parse_recipe(_recipe(hf_folder, stream=True, steps=[{"prune": {"method": "wanda", "sparsity": 0.6,
-                                                                            "profile": {"owl": {"lam": 0.1}}}}]))
+    step = {"method": "wanda", "sparsity": 0.6, "profile": {"sensitivity": {"lam": 0.1}}}
+    recipe = parse_recipe(_recipe(hf_folder, stream=True, steps=[{"prune": step}]))
     from secateur.lm_pipeline import lm_markdown, run_lm_recipe
 
     report = run_lm_recipe(recipe, tmp_path / "out", progress=False)

@@ -58,6 +58,14 @@ class Run:
     replaced: list[tuple[torch.Tensor, str]] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
     sparsity: dict[str, float] = field(default_factory=dict)
+    unmasked: list[tuple[nn.Module, torch.Tensor]] = field(default_factory=list)  # pruned, mask not yet applied
+
+    def mask(self) -> None:
+        """Hold the sparsity of the layers pruned so far with masks (once their block is done: a masked
+        layer multiplies its weight by the mask on every forward)."""
+        for module, keep in self.unmasked:
+            apply_mask(module, keep)
+        self.unmasked.clear()
     losses: list[tuple[float, float]] = field(default_factory=list)  # reconstruction: first and last epoch
 
 
@@ -85,7 +93,7 @@ class Stream:
 
 
 def prune_layer(run: Run, layer: Layer, statistic: object) -> None:
-    """Replace ``layer``'s weight by the method's update, in place, and mask it."""
+    """Replace ``layer``'s weight by the method's update, in place (``run.mask()`` masks it later)."""
     sparsity = run.method.layer_sparsity(layer.name)
     new, keep = run.method.prune_weight(weight_of(layer.module), statistic, sparsity)
     if is_conv1d(layer.module):
@@ -99,7 +107,7 @@ def prune_layer(run: Run, layer: Layer, statistic: object) -> None:
         param.copy_(new.to(param.dtype))
     keep = keep.to(param.device).contiguous()
     run.sparsity[layer.name] = 1 - float(keep.float().mean())
-    apply_mask(layer.module, keep)
+    run.unmasked.append((layer.module, keep))
     if run.record:
         run.plan.masks[f"{layer.name}.weight"] = keep
 
@@ -140,6 +148,7 @@ def prune_block(run: Run, block: nn.Module, layers: list[Layer], stream: Stream)
         schedule(pruner, block, stream.states, stream.store, sink, device_of(block))
         run.skipped |= {lay.name: "never called by the block's forward" for lay in layers
                         if id(lay.module) not in pruner.done}
+    run.mask()
     if targets is not None:
         if layers:
             reconstruct(run, block, layers, stream, targets)
@@ -236,6 +245,7 @@ def run_blocks(run: Run, model: nn.Module, calibration: object, folder: str, pro
         if calibrated is None:
             for layer in layers:
                 prune_layer(run, layer, None)
+            run.mask()
         else:
             prune_block(run, blocks[i], layers, calibrated)
         if files:
