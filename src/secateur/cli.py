@@ -271,6 +271,9 @@ def prune(ctx: typer.Context, model: str = typer.Argument(..., help=MODEL_HELP),
           calibration: Path | None = typer.Option(None, help=CALIBRATION_HELP),
           calibration_text: str | None = typer.Option(None, help=TEXT_HELP),
           windows: str = typer.Option("32x512", help=WINDOWS_HELP),
+          stream: bool = typer.Option(False, help="One-shot methods on hf:FOLDER: prune block by block from the "
+                                      "safetensors files (models larger than memory); --out gets a Hugging Face "
+                                      "checkpoint."),
           quiet: bool = typer.Option(False, help="No progress bars."),
           overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
           hf: bool = typer.Option(False, "--hf", help="Write a Hugging Face checkpoint (transformers models), "
@@ -287,6 +290,8 @@ def prune(ctx: typer.Context, model: str = typer.Argument(..., help=MODEL_HELP),
         batches = calibration_for(model, calibration, calibration_text, windows)
         check_target(out.absolute(), set(), overwrite)  # before the work, not after it
         _threads()
+        if stream:
+            return _prune_streamed(model, chosen, batches, out, quiet)
         r = _resolve(model, weights, input_shape)
         result = run_prune(r.model, chosen, example_inputs=example_from(r, batches), calibration=batches,
                            progress=not quiet)
@@ -297,6 +302,18 @@ def prune(ctx: typer.Context, model: str = typer.Argument(..., help=MODEL_HELP),
         typer.echo(f"wrote {describe(out)}")
 
     _guard(work)
+
+
+def _prune_streamed(model: str, method, calibration, out: Path, quiet: bool) -> None:
+    from .llm.shards import prune_checkpoint
+
+    if not model.startswith("hf:"):
+        raise InvalidParameterError(f"--stream prunes the safetensors files of an hf:FOLDER model, not {model!r}")
+    result = prune_checkpoint(model.removeprefix("hf:"), out, method, calibration, progress=not quiet)
+    values = list(result.sparsity.values())
+    typer.echo(f"{method.name}: {len(values)} layers pruned to sparsity {min(values):.3f}-{max(values):.3f} in "
+               f"{result.seconds:.1f} s ({result.seconds / max(len(result.block_seconds), 1):.1f} s per block)")
+    typer.echo(f"wrote {out}")
 
 
 @app.command()

@@ -13,7 +13,7 @@ from . import __version__
 from .deps import require
 from .errors import PruningError
 from .io import OutputFolder, output_folder, save, save_pretrained
-from .llm import load_corpus, perplexity, windows
+from .llm import load_corpus, perplexity, prune_checkpoint, windows
 from .pruning import prune
 from .recipe import LMFinetuneStep, LMRecipe
 from .tracking import flat, masked_sparsity, prune_metrics, recipe_tracker
@@ -59,18 +59,25 @@ def run_lm_recipe(recipe: LMRecipe, out: str | Path | OutputFolder, progress: bo
     """Prune (and recover) as the recipe says; perplexity on every evaluation text before and after each step.
     Files go under ``out`` (a folder path, or an open :class:`~secateur.io.OutputFolder`)."""
     with output_folder(out) as folder:
-        return _run(recipe, folder, progress)
+        return _report(recipe, (_run_streamed if recipe.stream else _run)(recipe, folder, progress))
 
 
-def _run(recipe: LMRecipe, out: OutputFolder, progress: bool) -> dict:
-    tracker = recipe_tracker(recipe.log, out)
-    model, tokenizer = _load(recipe.model)
+def _texts(recipe: LMRecipe, tokenizer) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """The first half of ``data`` (training text), calibration windows from it, and evaluation windows per
+    text (the second half of ``data``)."""
     ids = {name: tokenizer(load_corpus(name), return_tensors="pt").input_ids[0]
            for name in dict.fromkeys([recipe.data, *recipe.evaluate_on])}
     half = ids[recipe.data].numel() // 2  # calibration from the first half, evaluation from the second
     calibration = windows(ids[recipe.data][:half], recipe.calibration.length, recipe.calibration.windows)
     evals = {name: windows(t[half:] if name == recipe.data else t, recipe.evaluation.length,
                            recipe.evaluation.windows) for name, t in ids.items() if name in recipe.evaluate_on}
+    return ids[recipe.data][:half], calibration, evals
+
+
+def _run(recipe: LMRecipe, out: OutputFolder, progress: bool) -> list[dict]:
+    tracker = recipe_tracker(recipe.log, out)
+    model, tokenizer = _load(recipe.model)
+    train, calibration, evals = _texts(recipe, tokenizer)
 
     def measure(name: str, extra: dict) -> None:
         stages.append({"name": name, "metrics": {**{f"perplexity[{k}]": perplexity(model, v, progress=progress)
@@ -88,15 +95,44 @@ def _run(recipe: LMRecipe, out: OutputFolder, progress: bool) -> dict:
             if result.plan.is_empty():
                 raise PruningError(f"the prune step {step.prune.method.to_dict()} removed nothing; raise its sparsity")
             tracker.log({f"prune/{k}": v for k, v in prune_metrics(result).items()}, len(stages))
-            measure("pruned", {"seconds": result.seconds, "sparsity_per_layer": result.plan.sparsity()})
+            measure("pruned", {"seconds": result.seconds, "sparsity_per_layer": result.plan.sparsity(),
+                               "sparsity_per_block": result.profile})
         elif step.kind == "finetune":
-            measure("finetuned", recover(model, teacher, ids[recipe.data][:half], step.finetune, out, tracker,
-                                         progress))
+            measure("finetuned", recover(model, teacher, train, step.finetune, out, tracker, progress))
         else:
             if "safetensors" in step.export.formats:
                 save(model, out.path("model"))
             if "hf" in step.export.formats:
                 save_pretrained(model, out.path("hf"))
+    return stages
+
+
+def _run_streamed(recipe: LMRecipe, out: OutputFolder, progress: bool) -> list[dict]:
+    """Prune from the checkpoint's files block by block; each evaluation loads one model, then lets it go."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = recipe.model.removeprefix("hf:")
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    _, calibration, evals = _texts(recipe, tokenizer)
+
+    def measure(name: str, path: str | Path, extra: dict) -> dict:
+        metrics = dict(extra)
+        if evals:
+            model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True).eval()
+            metrics |= {f"perplexity[{k}]": perplexity(model, v, progress=progress) for k, v in evals.items()}
+            metrics["sample"] = _sample(model, tokenizer, recipe.prompt)
+        return {"name": name, "metrics": metrics}
+
+    stages = [measure("dense", folder, {})]
+    for step in (s for s in recipe.steps if s.kind == "prune"):
+        target = out.path("model/")  # a new folder prune_checkpoint fills; the next run deletes it whole
+        result = prune_checkpoint(folder, target, step.prune.method, calibration, progress=progress)
+        stages.append(measure("pruned", target, {"seconds": result.seconds, "sparsity_per_layer": result.sparsity,
+                                                 "sparsity_per_block": result.profile}))
+    return stages
+
+
+def _report(recipe: LMRecipe, stages: list[dict]) -> dict:
     return {"secateur_version": __version__, "recipe": recipe.model_dump(), "stages": stages,
             "environment": {"torch": torch.__version__, "threads": torch.get_num_threads(),
                             "python": platform.python_version()},
@@ -107,17 +143,20 @@ def _run(recipe: LMRecipe, out: OutputFolder, progress: bool) -> dict:
 
 def lm_markdown(report: dict) -> str:
     """The language-model report as Markdown."""
-    keys = [k for k in report["stages"][0]["metrics"] if k.startswith("perplexity")]
+    keys = [k for k in report["stages"][0]["metrics"] if k.startswith("perplexity")] or ["seconds"]
     lines = [f"# secateur report: {report['recipe']['name']}", "", "| stage | " + " | ".join(keys) + " |",
              "|---|" + "---|" * len(keys)]
     for s in report["stages"]:
-        lines.append(f"| {s['name']} | " + " | ".join(f"{s['metrics'][k]:.2f}" for k in keys) + " |")
+        lines.append(f"| {s['name']} | " + " | ".join(f"{s['metrics'].get(k, float('nan')):.2f}" for k in keys) + " |")
     for s in report["stages"]:
-        lines += ["", f"**{s['name']}** sample: `{s['metrics']['sample'][:120]!r}`"]
+        if "sample" in s["metrics"]:
+            lines += ["", f"**{s['name']}** sample: `{s['metrics']['sample'][:120]!r}`"]
         if "sparsity_per_layer" in s["metrics"]:
             values = list(s["metrics"]["sparsity_per_layer"].values())
+            blocks = list(s["metrics"].get("sparsity_per_block", {}).values()) or values
             lines.append(f"pruned in {s['metrics']['seconds']:.1f} s; sparsity per layer {min(values):.3f} to "
-                         f"{max(values):.3f} over {len(values)} layers")
+                         f"{max(values):.3f} over {len(values)} layers; asked per block {min(blocks):.3f} to "
+                         f"{max(blocks):.3f}")
         if "tokens" in s["metrics"]:
             m = s["metrics"]
             lines.append(f"fine-tuned {m['steps']} steps on {m['tokens']:,} tokens in {m['seconds'] / 60:.1f} min "

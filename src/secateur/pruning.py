@@ -71,4 +71,4 @@ def prune(model: nn.Module, method: Method, example_inputs: object = None, calib
         method=method, plan=outcome.plan, params_before=before[0], params_after=count_params(model),
         nonzero_before=before[1], nonzero_after=count_nonzero_params(model), macs_before=macs, macs_after=macs_after,
         predicted=outcome.predicted, groups=outcome.groups, skipped=outcome.skipped, units=outcome.units,
-        seconds=time.perf_counter() - start)
+        profile=outcome.profile, seconds=time.perf_counter() - start)

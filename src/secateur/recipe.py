@@ -43,8 +43,10 @@ def _method(value: Any, step_keys: tuple[str, ...]) -> Any:
 
 
 def _prunes_nothing(method: Any) -> bool:
-    """A sparsity of 0 with no per-group ratios, per-layer profile or target that would prune something."""
-    nonzero = any(v > 0 for key in ("ratios", "profile") for v in (getattr(method, key, None) or {}).values())
+    """A sparsity of 0 with no per-group ratios, per-layer profile or target that would prune something (a
+    computed profile such as OWL spreads the sparsity asked, so with 0 it prunes nothing either)."""
+    given = [getattr(method, key, None) for key in ("ratios", "profile")]
+    nonzero = any(v > 0 for values in given if isinstance(values, dict) for v in values.values())
     return getattr(method, "sparsity", None) == 0 and getattr(method, "target", None) is None and not nonzero
 
 
@@ -249,11 +251,14 @@ class LMStep(_OneKey):
 
 class LMRecipe(_Named):
     """Pruning of a causal language model, measured by perplexity on held-out text. ``data`` and each of
-    ``evaluate_on`` name a shipped corpus or a UTF-8 text file of your own."""
+    ``evaluate_on`` name a shipped corpus or a UTF-8 text file of your own. ``stream: true`` (``hf:``
+    folders of safetensors) prunes block by block from the files, for models larger than memory: the
+    pruned checkpoint goes to ``<out>/model`` and each evaluation loads one model at a time."""
 
     task: Literal["language-model"]
     name: str = "lm"
     model: str
+    stream: bool = False
     data: str = "stdlib-docstrings"
     evaluate_on: list[str] = ["stdlib-docstrings", "python-reference"]
     calibration: Windows = Windows()
@@ -272,6 +277,12 @@ class LMRecipe(_Named):
 
             return _checked(check_spec, v)
         return v
+
+    @model_validator(mode="after")
+    def _streamed(self) -> LMRecipe:
+        if self.stream and not self.model.startswith("hf:"):
+            raise ValueError("stream: true prunes the safetensors files of an hf:FOLDER model; give model: hf:FOLDER")
+        return self
 
     @field_validator("data")
     @classmethod

@@ -32,6 +32,7 @@ class Outcome:
     skipped: dict[str, str] = field(default_factory=dict)
     units: dict[str, UnitReport] = field(default_factory=dict)
     predicted: tuple[int, int] | None = None
+    profile: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -41,7 +42,8 @@ class PruneResult:
     what survived and its importance), and the wall time.
 
     ``predicted`` holds the (params, MACs) the plan promised on a shape-only copy before the real
-    surgery; after a structured prune they equal ``params_after`` / ``macs_after``.
+    surgery; after a structured prune they equal ``params_after`` / ``macs_after``. ``profile`` holds
+    the sparsity a one-shot method asked of each block (uniform, or chosen by OWL or a sensitivity profile).
     """
 
     method: Method
@@ -56,6 +58,7 @@ class PruneResult:
     groups: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
     units: dict[str, UnitReport] = field(default_factory=dict)
+    profile: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:

@@ -21,6 +21,11 @@ from typing import Any, Literal, Union, get_args, get_origin
 from .errors import InvalidParameterError
 
 
+class ClaimedValueError(InvalidParameterError):
+    """Raised by a class's ``coerce`` for a value it recognises as its own but finds invalid (an unknown
+    option of a named profile, say): reported as it is, instead of trying the hint's other members."""
+
+
 class Spec:
     """Base of frozen dataclasses checked by their hints (call :func:`check_fields` in ``__post_init__``)."""
 
@@ -162,6 +167,8 @@ def coerce(value: Any, hint: Any, text: bool = False) -> Any:
             continue
         try:
             return _coerce_one(value, member, text)
+        except ClaimedValueError:
+            raise
         except (ValueError, TypeError, InvalidParameterError) as err:
             errors.append(str(err))
     raise InvalidParameterError(errors[-1] if len(errors) == 1 else f"{value!r} is not {describe(hint)}")

@@ -18,6 +18,23 @@ def keep_top(scores: torch.Tensor, n_keep: int) -> torch.Tensor:
     return mask.view_as(scores)
 
 
+def lowest(scores: torch.Tensor, count: int) -> torch.Tensor:
+    """A boolean mask of the ``count`` lowest scores (over all elements; ties broken by position). A
+    selection (``kthvalue``), not a sort: several times faster than ``topk`` for large ``count``.
+
+    >>> lowest(torch.tensor([[3.0, 1.0], [1.0, 2.0]]), 2).tolist()
+    [[False, True], [True, False]]
+    """
+    flat = scores.flatten().float()
+    if count <= 0:
+        return torch.zeros_like(scores, dtype=torch.bool)
+    threshold = torch.kthvalue(flat, count).values
+    chosen = flat < threshold
+    ties = (flat == threshold).nonzero().flatten()[: count - int(chosen.sum())]
+    chosen[ties] = True
+    return chosen.view_as(scores)
+
+
 def keep_top_rows(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
     """Keep the highest ``1 - sparsity`` of every row (exact counts per row).
 

@@ -1,275 +1,279 @@
 """The block-by-block engine that runs every one-shot method (``secateur.methods.OneShot``).
 
-Calibration rows are grouped into micro-batches; the first block's inputs are captured for each. Then,
-block by block, the Linear layers are taken in *stages*: layers that read one input (q/k/v, gate/up)
-form a stage, in the order the block calls them. A stage's statistic streams over every micro-batch
-(the block's forward stops right after the stage), the stage is pruned, and the next stage sees the
-pruned outputs (o_proj is scored on pruned q/k/v, down_proj on pruned gate/up). A last pass gives
-the block's outputs, the next block's inputs. With one micro-batch all of this is a single pass: each
-layer is pruned in a pre-hook as the forward reaches it. Memory: the model, one block's activations
-for one micro-batch, the hidden states between blocks, and one statistic per stage.
+Calibration rows become micro-batches (``llm/states.py``); the first block's inputs are captured for
+each. Then, block by block, the block's Linear layers are pruned as forwards over the micro-batches
+reach them (``llm/passes.py``: layers that read one input share one streaming statistic, and each
+stage is scored on the outputs of the stages already pruned). The block's outputs on every
+micro-batch are the next block's inputs. A non-uniform ``profile`` (OWL, block sensitivity) is measured
+first in one dense pass (``llm/measure.py``); a ``reconstruct`` option tunes each pruned block's kept
+weights towards the dense block's outputs before they move on (``methods/reconstruction.py``).
 
-Weights are updated in place (an optimizer made before keeps working) and masked, so fine-tuning
-keeps the sparsity; the values replaced go to a temporary file and come back if anything fails.
+Memory: the model, one block's activations for one micro-batch (plus, in one-pass mode, each
+micro-batch's live tensors at a stage boundary), one statistic per stage, and the hidden states
+between blocks, which go to a temporary file per micro-batch when there are several. Weights are
+updated in place (an optimizer made before keeps working) and masked, so fine-tuning keeps the
+sparsity; the values replaced go to a temporary file and come back if anything fails.
 """
 
 from __future__ import annotations
 
-import inspect
+import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..depth import block_stacks
 from ..errors import PruningError
-from ..inputs import Batch, Inputs, token_rows
+from ..inputs import token_rows
 from ..masks import apply_mask
 from ..methods import OneShot
-from ..methods.base import match
 from ..plan import Plan
 from ..progress import progress_bar
 from ..results import Outcome
 from ..surgery import stored
+from .blocks import Layer, block_layers, decoder_layers, device_of, in_features, is_conv1d, weight_of
+from .measure import resolve_profile
+from .passes import BlockPruner, lockstep, staged
+from .states import Discard, State, Store, call_block, first_block_states, micro_batches, rows_per_batch
 
+HELD_BYTES = 512 * 2**20  # one pass per block while the micro-batches' live tensors fit in this
 
-class _Stop(Exception):
-    """Raised by a hook to end a forward pass early."""
-
-
-@dataclass
-class State:
-    """One micro-batch at the entry of the current block: hidden states, the block's other arguments,
-    and which token positions are real (None: all)."""
-
-    hidden: torch.Tensor
-    args: tuple
-    kwargs: dict
-    tokens: torch.Tensor | None = None
-
-
-@dataclass
-class Layer:
-    """A prunable Linear (or GPT-2 Conv1D) of the current block."""
-
-    name: str
-    module: nn.Module
+__all__ = ["Run", "Stream", "decoder_layers", "prune_block", "prune_layer", "run_blocks", "run_oneshot"]
 
 
 @dataclass
 class Run:
-    """Bookkeeping of one engine run: the plan being built and the weights to restore on failure."""
+    """Bookkeeping of one engine run: the plan being built, the sparsity reached per layer and the
+    weights to restore on failure. ``record``: keep every mask in the plan (not for a model streamed from
+    files, whose masks would not fit in memory); ``undo``: a folder for the replaced weights (None: no
+    rollback, for models pruned from files, which are never changed)."""
 
     method: OneShot
     plan: Plan = field(default_factory=Plan)
-    spill: str = ""
+    undo: str | None = None
+    record: bool = True
     replaced: list[tuple[torch.Tensor, str]] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    sparsity: dict[str, float] = field(default_factory=dict)
+    unmasked: list[tuple[nn.Module, torch.Tensor]] = field(default_factory=list)  # pruned, mask not yet applied
+
+    def mask(self) -> None:
+        """Hold the sparsity of the layers pruned so far with masks (once their block is done: a masked
+        layer multiplies its weight by the mask on every forward)."""
+        for module, keep in self.unmasked:
+            apply_mask(module, keep)
+        self.unmasked.clear()
+    losses: list[tuple[float, float]] = field(default_factory=list)  # reconstruction: first and last epoch
 
 
-def decoder_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
-    """The longest stack of identical blocks (a transformer's layers)."""
-    stacks = block_stacks(model)
-    if not stacks:
-        raise PruningError("one-shot pruning needs a stack of identical blocks (an nn.ModuleList of layers)")
-    return max(stacks.items(), key=lambda kv: len(kv[1]))
+@dataclass
+class Stream:
+    """The calibration set at the current block boundary: each micro-batch's state, and their hidden
+    states in a Store (spilled under ``folder`` when there are several micro-batches)."""
 
+    states: list[State]
+    store: Store
+    folder: str | None
+    generation: int = 0
+    dense: Store | None = None  # the dense model's hidden states (reconstruction towards the dense model)
 
-def micro_batches(rows: list[Batch], size: int | None) -> list[Batch]:
-    """Consecutive rows of equal length stacked, at most ``size`` rows each (None: as many as fit)."""
-    out: list[list[Batch]] = []
-    for row in rows:
-        last = out[-1] if out else None
-        if (last and _shape_key(last[0]) == _shape_key(row) and (size is None or len(last) < size)
-                and len(row.inputs.kwargs["input_ids"]) == 1):
-            last.append(row)
-        else:
-            out.append([row])
-    return [Batch(Inputs((), {k: torch.cat([r.inputs.kwargs[k] for r in g]) for k in g[0].inputs.kwargs}))
-            for g in out]
+    def next_store(self, name: str = "h") -> Store:
+        """An empty store for the outputs (``name``: a scratch store, e.g. ``t`` for targets)."""
+        if self.folder is None:
+            return Store(None)
+        self.generation += 1
+        return Store(os.path.join(self.folder, f"{name}{self.generation}"))
 
-
-def _shape_key(row: Batch) -> tuple:
-    return tuple((k, tuple(v.shape[1:])) for k, v in row.inputs.kwargs.items())
-
-
-def _forward_kwargs(model: nn.Module) -> dict:
-    params = inspect.signature(model.forward).parameters
-    return {"use_cache": False} if "use_cache" in params else {}
-
-
-def first_block_states(model: nn.Module, block: nn.Module, batches: list[Batch]) -> list[State]:
-    """What the first block receives for each micro-batch."""
-    states, extra = [], _forward_kwargs(model)
-
-    def hook(_, args, kwargs):
-        seen.update(args=args, kwargs=kwargs)
-        raise _Stop
-
-    handle = block.register_forward_pre_hook(hook, with_kwargs=True)
-    try:
-        for batch in batches:
-            seen: dict = {}
-            try:
-                model(**batch.inputs.kwargs, **extra)
-            except _Stop:
-                pass
-            if "args" not in seen:
-                raise PruningError("the model never called its first block; is a calibration batch empty?")
-            args, kwargs = seen["args"], seen["kwargs"]
-            hidden = args[0] if args else kwargs.pop("hidden_states")
-            mask = batch.inputs.kwargs.get("attention_mask")
-            states.append(State(hidden, tuple(args[1:]), kwargs, None if mask is None else mask.bool()))
-    finally:
-        handle.remove()
-    return states
-
-
-def block_layers(block: nn.Module, prefix: str, ignore: tuple[str, ...]) -> tuple[list[Layer], dict[str, str]]:
-    """The block's prunable layers, and those its ignore patterns skip."""
-    layers, skipped = [], {}
-    for name, m in block.named_modules():
-        full = f"{prefix}.{name}"
-        if isinstance(m, nn.Linear) or type(m).__name__ == "Conv1D":
-            if match(full, ignore):
-                skipped[full] = "matches ignore="
-            else:
-                layers.append(Layer(full, m))
-    return layers, skipped
-
-
-def _call(block: nn.Module, state: State) -> torch.Tensor:
-    out = block(state.hidden, *state.args, **state.kwargs)
-    return out[0] if isinstance(out, tuple) else out
-
-
-def _stages(block: nn.Module, layers: list[Layer], state: State) -> list[list[Layer]]:
-    """Layers grouped by the input they read, in the order the block calls them."""
-    order: list[tuple[Layer, torch.Tensor]] = []  # the inputs themselves: ids of freed tensors get reused
-    hooks = [layer.module.register_forward_pre_hook(lambda _, a, layer=layer: order.append((layer, a[0])))
-             for layer in layers]
-    try:
-        with torch.no_grad():
-            _call(block, state)
-    finally:
-        for h in hooks:
-            h.remove()
-    stages: list[list[Layer]] = []
-    last: torch.Tensor | None = None
-    for layer, x in dict((lay.name, (lay, x)) for lay, x in order).values():
-        if x is not last:
-            stages.append([])
-            last = x
-        stages[-1].append(layer)
-    return stages
-
-
-def _tokens(x: torch.Tensor, tokens: torch.Tensor | None) -> torch.Tensor:
-    return (x[tokens] if tokens is not None and tokens.shape == x.shape[:-1] else x).reshape(-1, x.shape[-1]).float()
-
-
-def _weight(module: nn.Module) -> torch.Tensor:
-    """The effective weight as ``(out, in)`` float32 (GPT-2's Conv1D stores ``(in, out)``)."""
-    w = module.weight.detach()
-    return (w.T if type(module).__name__ == "Conv1D" else w).float()
+    @property
+    def tokens(self) -> int:
+        return sum(s.count for s in self.states)
 
 
 def prune_layer(run: Run, layer: Layer, statistic: object) -> None:
-    """Replace ``layer``'s weight by the method's update, in place, and mask it."""
+    """Replace ``layer``'s weight by the method's update, in place (``run.mask()`` masks it later)."""
     sparsity = run.method.layer_sparsity(layer.name)
-    new, keep = run.method.prune_weight(_weight(layer.module), statistic, sparsity)
-    if type(layer.module).__name__ == "Conv1D":
+    new, keep = run.method.prune_weight(weight_of(layer.module), statistic, sparsity)
+    if is_conv1d(layer.module):
         new, keep = new.T, keep.T
     param = stored(layer.module, "weight")
-    path = f"{run.spill}/{len(run.replaced)}.safetensors"
-    save_file({"w": param.detach().contiguous().cpu()}, path)
-    run.replaced.append((param, path))
+    if run.undo is not None:
+        path = os.path.join(run.undo, f"{len(run.replaced)}.safetensors")
+        save_file({"w": param.detach().contiguous().cpu()}, path)
+        run.replaced.append((param, path))
     with torch.no_grad():
         param.copy_(new.to(param.dtype))
-    apply_mask(layer.module, keep)
-    run.plan.masks[f"{layer.name}.weight"] = keep.detach().clone()
+    keep = keep.to(param.device).contiguous()
+    run.sparsity[layer.name] = 1 - float(keep.float().mean())
+    run.unmasked.append((layer.module, keep))
+    if run.record:
+        run.plan.masks[f"{layer.name}.weight"] = keep
 
 
-def _prune_in_forward(run: Run, block: nn.Module, layers: list[Layer], state: State) -> None:
-    """One micro-batch: prune each layer in a pre-hook, as the forward reaches it with its whole input."""
-    latest: dict = {"input": None, "statistic": None}  # layers that read one input (q/k/v) share its statistic
-
-    def hook(layer: Layer, x: torch.Tensor) -> None:
-        if latest["input"] is not x:
-            latest.update(input=x, statistic=run.method.new_statistic(x.shape[-1]))
-            latest["statistic"].update(_tokens(x, state.tokens))
-        prune_layer(run, layer, latest["statistic"])
-
-    hooks = [lay.module.register_forward_pre_hook(lambda _, a, lay=lay: hook(lay, a[0])) for lay in layers]
-    try:
-        _call(block, state)
-    finally:
-        for h in hooks:
-            h.remove()
+def one_pass_fits(stream: Stream, layers: list[Layer]) -> bool:
+    """Whether every micro-batch's live tensors at a stage boundary (the residual stream, the block's
+    input and the widest layer input, in float32) fit in ``HELD_BYTES``."""
+    hidden = stream.store.width
+    widest = max((in_features(layer.module) for layer in layers), default=hidden)
+    return len(stream.states) == 1 or stream.tokens * 4 * (2 * hidden + widest) <= HELD_BYTES
 
 
-def _prune_stage(run: Run, block: nn.Module, stage: list[Layer], states: list[State]) -> None:
-    """Stream one stage's statistic over every micro-batch (stopping the forward after the stage)."""
-    first, last = stage[0], stage[-1]
-    statistic = run.method.new_statistic(_weight(first.module).shape[1])
-
-    def stop(*_):
-        raise _Stop
-
-    for state in states:
-        hooks = [first.module.register_forward_pre_hook(
-                     lambda _, a, s=state: statistic.update(_tokens(a[0], s.tokens))),
-                 last.module.register_forward_hook(stop)]
-        try:
-            _call(block, state)
-        except _Stop:
-            pass
-        finally:
-            for h in hooks:
-                h.remove()
-    for layer in stage:
-        prune_layer(run, layer, statistic)
+def forward_block(block: nn.Module, stream: Stream, sink: Store, source: Store | None = None) -> None:
+    """The block's outputs on every micro-batch (of ``source``, by default the stream's), into ``sink``."""
+    device, source = device_of(block), source or stream.store
+    for i, state in enumerate(stream.states):
+        sink.put(i, call_block(block, source.get(i, device), state))
 
 
-def prune_block(run: Run, block: nn.Module, layers: list[Layer], states: list[State]) -> list[State]:
-    """Prune one block's layers; return the next block's inputs."""
-    if run.method.new_statistic(1) is None:
+def prune_block(run: Run, block: nn.Module, layers: list[Layer], stream: Stream) -> None:
+    """Prune one block's layers and move ``stream`` on to the block's outputs."""
+    method = run.method
+    targets = None
+    if method.reconstruct is not None and (layers or method.reconstruct.target == "model"):
+        if stream.dense is None and method.reconstruct.target == "model":
+            stream.dense = stream.store  # the first block: the dense model's inputs are the stream's
+        targets = stream.next_store("t")
+        forward_block(block, stream, targets, stream.dense if method.reconstruct.target == "model" else None)
+    sink = stream.next_store() if targets is None else Discard()
+    pruner = BlockPruner(layers, lambda layer, stat: prune_layer(run, layer, stat), method.new_statistic)
+    if method.new_statistic(1) is None:
         for layer in layers:
-            prune_layer(run, layer, None)
-    elif len(states) == 1:
-        _prune_in_forward(run, block, layers, states[0])
+            pruner.prune(layer, None)
+        if targets is None:
+            forward_block(block, stream, sink)
     else:
-        for stage in _stages(block, layers, states[0]):
-            _prune_stage(run, block, stage, states)
-    return [State(_call(block, s), s.args, s.kwargs, s.tokens) for s in states] if states else []
+        schedule = lockstep if one_pass_fits(stream, layers) else staged
+        schedule(pruner, block, stream.states, stream.store, sink, device_of(block))
+        run.skipped |= {lay.name: "never called by the block's forward" for lay in layers
+                        if id(lay.module) not in pruner.done}
+    run.mask()
+    if targets is not None:
+        if layers:
+            reconstruct(run, block, layers, stream, targets)
+        sink = stream.next_store()
+        forward_block(block, stream, sink)
+        stream.dense = targets if method.reconstruct.target == "model" else None
+    stream.store = sink
+
+
+def reconstruct(run: Run, block: nn.Module, layers: list[Layer], stream: Stream, targets: Store) -> None:
+    """Tune the pruned layers' kept weights so the block's outputs approach ``targets`` (EBFT), in steps of
+    ``reconstruct.batch_size`` sequences."""
+    device = device_of(block)
+    params = [stored(layer.module, "weight") for layer in layers]
+    frozen = [p for p in params if not p.requires_grad]
+    rows = run.method.reconstruct.batch_size
+
+    def step(i: int, start: int):
+        def outputs() -> tuple[torch.Tensor, torch.Tensor]:
+            state = stream.states[i].select(start, start + rows)
+            hidden = stream.store.get(i, device)[start : start + rows]
+            out, target = call_block(block, hidden, state), targets.get(i, device)[start : start + rows]
+            return (out, target) if state.tokens is None else (out[state.tokens], target[state.tokens])
+        return outputs
+
+    steps = [step(i, start) for i, s in enumerate(stream.states) for start in range(0, s.rows, rows)]
+    for p in frozen:
+        p.requires_grad_(True)
+    try:
+        run.losses.append(run.method.reconstruct.fit(params, steps))
+    finally:
+        for p in frozen:
+            p.requires_grad_(False)
+
+
+def open_stream(model: nn.Module, first: nn.Module, method: OneShot, calibration: object,
+                folder: str) -> Stream:
+    """The calibration set at the first block; spilled under ``folder`` when it holds several micro-batches."""
+    rows = list(token_rows(calibration))
+    batches = micro_batches(rows, rows_per_batch(rows, method.batch_size))
+    spill = folder if len(batches) > 1 else None
+    store = Store(os.path.join(spill, "h0") if spill else None)
+    return Stream(first_block_states(model, first, batches, store), store, spill)
+
+
+def needs_data(method: OneShot) -> bool:
+    return (method.new_statistic(1) is not None or method.reconstruct is not None
+            or (method.profile is not None and not isinstance(method.profile, dict)))
+
+
+def block_profile(method: OneShot, prefix: str, blocks: nn.ModuleList) -> dict[str, float]:
+    """The sparsity asked of each block: its layers' sparsities weighted by their sizes."""
+    out = {}
+    for i, block in enumerate(blocks):
+        layers, _ = block_layers(block, f"{prefix}.{i}", method.ignore)
+        sizes = [lay.module.weight.numel() for lay in layers]
+        if sizes:
+            asked = sum(n * method.layer_sparsity(lay.name) for n, lay in zip(sizes, layers, strict=True))
+            out[f"{prefix}.{i}"] = asked / sum(sizes)
+    return out
+
+
+class BlockFiles(Protocol):
+    """Where blocks live when the model does not fit in memory: ``load`` fills block ``i``'s tensors,
+    ``save`` writes them, ``free`` lets them go (see ``llm/shards.py``)."""
+
+    def load(self, index: int, block: nn.Module) -> None: ...
+
+    def save(self, index: int, block: nn.Module) -> None: ...
+
+    def free(self, index: int, block: nn.Module) -> None: ...
+
+
+def run_blocks(run: Run, model: nn.Module, calibration: object, folder: str, progress: bool,
+               files: BlockFiles | None = None) -> None:
+    """Measure the profile if the method asks for one, then prune block by block (each loaded from and
+    saved to ``files`` when given)."""
+    method = run.method
+    prefix, blocks = decoder_layers(model)
+
+    def stream(name: str) -> Stream | None:
+        return open_stream(model, blocks[0], method, calibration, os.path.join(folder, name)) \
+            if needs_data(method) else None
+
+    enter = (lambda i: files.load(i, blocks[i])) if files else (lambda i: None)
+    release = (lambda i: files.free(i, blocks[i])) if files else (lambda i: None)
+    profile = resolve_profile(method, stream, prefix, blocks, enter, release, progress)
+    run.method = replace(method, profile=profile) if profile is not None else method
+    calibrated = stream("states")
+    for i in progress_bar(range(len(blocks)), method.name, enabled=progress):
+        enter(i)
+        layers, ignored = block_layers(blocks[i], f"{prefix}.{i}", method.ignore)
+        run.skipped |= ignored
+        if calibrated is None:
+            for layer in layers:
+                prune_layer(run, layer, None)
+            run.mask()
+        else:
+            prune_block(run, blocks[i], layers, calibrated)
+        if files:
+            files.save(i, blocks[i])
+        release(i)
+
+
+def run_oneshot(model: nn.Module, method: OneShot, calibration: object, progress: bool = True) -> Outcome:
+    """Prune every Linear of every block of ``model`` with ``method`` (in place; a failure restores the
+    weights, and ``prune``'s transaction the rest)."""
+    if needs_data(method) and calibration is None:
+        raise PruningError(f"{type(method).__name__} needs calibration= token ids: a (sequences, length) tensor, a "
+                           "list of (1, length) tensors, or tokenizer batches")
+    prefix, blocks = decoder_layers(model)
+    run = Run(method)
+    with tempfile.TemporaryDirectory(prefix="secateur-") as folder, torch.no_grad():
+        run.undo = os.path.join(folder, "undo")
+        os.makedirs(run.undo)
+        try:
+            run_blocks(run, model, calibration, folder, progress)
+        except BaseException:
+            _restore(run)
+            raise
+    return Outcome(run.plan, groups=[n.removesuffix(".weight") for n in run.plan.masks], skipped=run.skipped,
+                   profile=block_profile(run.method, prefix, blocks))
 
 
 def _restore(run: Run) -> None:
     with torch.no_grad():
         for param, path in reversed(run.replaced):
             param.copy_(load_file(path)["w"].to(param.device))
-
-
-def run_oneshot(model: nn.Module, method: OneShot, calibration: object, progress: bool = True) -> Outcome:
-    """Prune every Linear of every block of ``model`` with ``method`` (in place; a failure restores the
-    weights, and ``prune``'s transaction the rest)."""
-    needs_data = method.new_statistic(1) is not None
-    if needs_data and calibration is None:
-        raise PruningError(f"{type(method).__name__} needs calibration= token ids: a (sequences, length) tensor, a "
-                           "list of (1, length) tensors, or tokenizer batches")
-    prefix, blocks = decoder_layers(model)
-    run, skipped = Run(method), {}
-    with tempfile.TemporaryDirectory(prefix="secateur-undo-") as spill, torch.no_grad():
-        run.spill = spill
-        try:
-            rows = list(token_rows(calibration)) if needs_data else []
-            states = first_block_states(model, blocks[0], micro_batches(rows, method.batch_size)) if rows else []
-            for i, block in enumerate(progress_bar(list(blocks), method.name, enabled=progress)):
-                layers, ignored = block_layers(block, f"{prefix}.{i}", method.ignore)
-                skipped |= ignored
-                states = prune_block(run, block, layers, states)
-        except BaseException:
-            _restore(run)
-            raise
-    return Outcome(run.plan, groups=[n.removesuffix(".weight") for n in run.plan.masks], skipped=skipped)

@@ -18,6 +18,8 @@ import torch
 from ..errors import InvalidParameterError, InvalidSparsityError
 from ..selection import keep_top, keep_top_rows, nm_mask
 from .base import Method, check_fraction, check_patterns, match
+from .profiles import Profile
+from .reconstruction import Reconstruction
 
 
 class Statistic(Protocol):
@@ -42,26 +44,32 @@ def parse_pattern(pattern: str) -> tuple[int, int] | None:
 @dataclass(frozen=True)
 class OneShot(Method):
     """Options every one-shot method shares: ``sparsity`` per layer (or a ``pattern`` "N:M", which fixes
-    it at ``1 - N/M``), ``ignore`` (fnmatch patterns of layers left dense) and ``profile`` (patterns ->
-    sparsity of matching layers, e.g. a non-uniform profile per block). ``batch_size`` sequences go
-    through a block at once (None: the whole calibration set in one pass per block; a smaller size
-    bounds memory while the statistics stream over the batches)."""
+    it at ``1 - N/M``), ``ignore`` (fnmatch patterns of layers left dense) and ``profile``: a mapping of
+    layer patterns to their sparsity, or a measured profile (``OWL()``, ``BlockSensitivity()``) that
+    chooses each block's sparsity with a mean of ``sparsity``. ``reconstruct`` (a
+    :class:`Reconstruction`) tunes each pruned block towards the dense block's outputs (EBFT).
+    ``batch_size`` sequences go through a block at once (None: about ``secateur.llm.states.TOKENS``
+    tokens); the statistics stream over the micro-batches, so memory does not grow with the calibration set.
+    """
 
     sparsity: float = 0.5
     pattern: str = "unstructured"
     ignore: tuple[str, ...] = ("lm_head", "*embed*")
-    profile: dict[str, float] | None = None
+    profile: dict[str, float] | Profile | None = None
     batch_size: int | None = None
+    reconstruct: Reconstruction | None = None
 
     def validate(self) -> None:
         parse_pattern(self.pattern)
         if self.batch_size is not None and self.batch_size < 1:
             raise InvalidParameterError(f"batch_size={self.batch_size} must be a positive number of sequences")
         check_fraction("sparsity", self.sparsity)
-        for key, value in (self.profile or {}).items():
+        for key, value in (self.profile if isinstance(self.profile, dict) else {}).items():
             check_fraction(f"profile[{key!r}]", value)
         if self.profile and self.nm:
             raise InvalidSparsityError("an N:M pattern fixes every layer's sparsity; drop profile= or the pattern")
+        if isinstance(self.profile, Profile) and self.sparsity + self.profile.lam >= 1:
+            raise InvalidSparsityError(f"sparsity={self.sparsity} + lam={self.profile.lam} reaches 1; lower either")
         check_patterns("ignore", self.ignore)
 
     @property
@@ -69,10 +77,11 @@ class OneShot(Method):
         return parse_pattern(self.pattern)
 
     def layer_sparsity(self, layer: str) -> float:
-        """The sparsity asked of ``layer``: its profile entry, or the method's."""
+        """The sparsity asked of ``layer``: its profile entry, or the method's (a measured profile is turned
+        into per-block entries by the engine)."""
         if self.nm:
             return 1 - self.nm[0] / self.nm[1]
-        key = match(layer, self.profile or {})
+        key = match(layer, self.profile if isinstance(self.profile, dict) else {})
         return self.sparsity if key is None else self.profile[key]
 
     def new_statistic(self, in_features: int) -> Statistic | None:

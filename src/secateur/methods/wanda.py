@@ -21,7 +21,7 @@ class ColumnNorms:
         self.squares = torch.zeros(in_features, dtype=torch.float64)
 
     def update(self, x: torch.Tensor) -> None:
-        self.squares += x.double().pow(2).sum(0).cpu()
+        self.squares += x.float().pow(2).sum(0, dtype=torch.float64).cpu()
 
     def norms(self) -> torch.Tensor:
         return self.squares.sqrt().float()
