@@ -2,7 +2,8 @@
 
 - ``grad`` (summed) and ``grad_sq`` (mean squared): gradients of the loss;
 - ``input_norm``: the L2 norm of every input feature of each Linear (``nn.Linear`` or a Hugging Face
-  ``Conv1D``) and ungrouped Conv, over every token / position;
+  ``Conv1D``) and ungrouped Conv, over every token / position (``input_dim``: the weight dimension that
+  indexes the features);
 - ``input_moments``: per input feature also ``input_mean``, ``input_var`` (over tokens) and
   ``input_seq_abs``: the mean over samples of (the mean over a sample's positions of ``|x|``) squared,
   Minitron's (batch L2, sequence mean) aggregation.
@@ -76,11 +77,17 @@ class InputMoments:
                 "input_seq_abs": self.seq_abs / self.samples}
 
 
+def input_dim(module: nn.Module) -> int:
+    """The weight dimension that indexes a layer's input features (a Hugging Face Conv1D stores ``(in, out)``)."""
+    return 0 if type(module).__name__ == "Conv1D" else 1
+
+
 class _InputHooks:
     """Forward pre-hooks on every hookable layer; a layer fed the previous layer's input tensor shares it."""
 
     def __init__(self, model: nn.Module) -> None:
         self.moments: dict[str, InputMoments] = {}
+        self.dims = {f"{n}.weight" if n else "weight": input_dim(m) for n, m in model.named_modules() if _hookable(m)}
         self.alias: dict[str, str] = {}
         self._last: tuple[torch.Tensor, str] | None = None
         self.handles = [m.register_forward_pre_hook(self._hook(f"{n}.weight" if n else "weight", m))
@@ -100,8 +107,9 @@ class _InputHooks:
         for h in self.handles:
             h.remove()
         self._last = None
-        stats = {n: m.finish() for n, m in self.moments.items()}
-        stats.update({n: stats[first] for n, first in self.alias.items() if first in stats and n not in stats})
+        stats = {n: {**m.finish(), "input_dim": torch.tensor(self.dims[n])} for n, m in self.moments.items()}
+        stats.update({n: {**stats[first], "input_dim": torch.tensor(self.dims[n])} for n, first in self.alias.items()
+                      if first in stats and n not in stats})
         return stats
 
 

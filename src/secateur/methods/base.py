@@ -7,6 +7,7 @@ in a saved model's manifest (``to_dict`` carries a format ``version``; ``from_di
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -96,8 +97,12 @@ class Target(Spec):
         return "a target ({macs: F}, {params: F} or {latency: MS})"
 
     def to_value(self) -> dict[str, Any]:
+        """``{key: first field}`` when the other fields hold their defaults, else ``{key: {field: value}}``."""
         fields = self.fields_dict()
-        return {self.key: next(iter(fields.values())) if len(fields) == 1 else fields}
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        first = next(iter(fields))
+        plain = all(v == defaults[k] for k, v in fields.items() if k != first)
+        return {self.key: fields[first] if plain else fields}
 
     @classmethod
     def coerce(cls, value: Any, text: bool = False) -> Target:
@@ -135,9 +140,15 @@ class Macs(Target):
 
 @dataclass(frozen=True)
 class Params(Target):
-    """Target: keep this fraction of the dense model's parameters."""
+    """Target: keep this fraction of the dense model's parameters; ``embeddings=False`` counts only the
+    parameters outside embedding tables (the "non-embedding parameters" of language-model papers).
+
+    >>> Params(0.8, embeddings=False).to_value()
+    {'params': {'fraction': 0.8, 'embeddings': False}}
+    """
 
     fraction: float
+    embeddings: bool = True
     key: ClassVar[str] = "params"
 
     def validate(self) -> None:
