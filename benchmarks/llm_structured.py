@@ -43,23 +43,25 @@ FRACTIONS, DEPTHS = (0.9, 0.8, 0.7), (0.1, 0.2, 0.3)
 RECOVERY_STEPS, RECOVERY_BATCH = 200, 4
 
 
-def data(tokenizer, cal: int, count: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def data(tokenizer, count: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Every window of the first half of the docstrings (calibration, recovery), and evaluation windows."""
     ids = tokenizer(load_corpus("stdlib-docstrings"), return_tensors="pt").input_ids[0]
     half = ids.numel() // 2
     other = tokenizer(load_corpus("python-reference"), return_tensors="pt").input_ids[0]
-    return windows(ids[:half], LENGTH, cal), {"in-domain": windows(ids[half:], LENGTH, count),
-                                             "reference": windows(other, LENGTH, count)}
+    return windows(ids[:half], LENGTH, half // LENGTH), {"in-domain": windows(ids[half:], LENGTH, count),
+                                                         "reference": windows(other, LENGTH, count)}
 
 
-def recover(model: torch.nn.Module, teacher: torch.nn.Module, train: torch.Tensor) -> str:
-    """Distil ``teacher`` into ``model`` on ``train`` windows for ``RECOVERY_STEPS`` steps; "pending" while the
-    library has no language-model distillation (it lands with the training work of issue 13, item 3)."""
+def recover(model: torch.nn.Module, teacher: torch.nn.Module, train: torch.Tensor) -> float | None:
+    """Distil ``teacher`` into ``model`` on ``train`` windows for ``RECOVERY_STEPS`` steps and return the minutes
+    it took; None while the library has no language-model distillation (``sc.finetune(..., steps=)`` on token
+    windows, the training work of issue 13 item 3): the table then reads "pending"."""
     if "steps" not in inspect.signature(sc.finetune).parameters:
-        return "pending"
+        return None
     start = time.perf_counter()
     sc.finetune(model, train, steps=RECOVERY_STEPS, batch_size=RECOVERY_BATCH, teacher=teacher, lr=1e-4,
                 progress=False)
-    return f"{RECOVERY_STEPS} x {RECOVERY_BATCH} x {LENGTH} tokens, {(time.perf_counter() - start) / 60:.1f} min"
+    return (time.perf_counter() - start) / 60
 
 
 def method_of(config: str) -> tuple[str, sc.Structured]:
@@ -124,9 +126,15 @@ def export_check(model: torch.nn.Module, ids: torch.Tensor, folder: str) -> str:
             f"ONNX ({onnx.file_bytes / 2**20:.0f} MB) vs torch {gap:.2e}")
 
 
+def ratio(ppl: dict[str, float], base: dict[str, float]) -> float:
+    """Geometric mean over the texts of pruned / dense perplexity."""
+    return math.exp(sum(math.log(ppl[k] / base[k]) for k in base) / len(base))
+
+
 def main(configs: list[str], cal: int, count: int, speed: bool, export: bool) -> str:
     dense, tokenizer = smollm2()
-    calibration, evals = data(tokenizer, cal, count)
+    train, evals = data(tokenizer, count)
+    calibration = train[:cal]
     base = {k: perplexity(dense, v, progress=False) for k, v in evals.items()}
     dense_params, prune, notes = non_embedding(dense), Pruner(dense, calibration), []
     rows = [{"config": "dense", "non-emb params": "1.000", **{f"ppl {k}": f"{v:.2f}" for k, v in base.items()},
@@ -136,25 +144,29 @@ def main(configs: list[str], cal: int, count: int, speed: bool, export: bool) ->
         model = prune(config)
         seconds = time.perf_counter() - start
         ppl = {k: perplexity(model, v, progress=False) for k, v in evals.items()}
-        ratio = math.exp(sum(math.log(ppl[k] / base[k]) for k in base) / len(base))
         row = {"config": config, "non-emb params": f"{non_embedding(model) / dense_params:.3f}",
-               **{f"ppl {k}": f"{v:.2f}" for k, v in ppl.items()}, "ppl ratio": f"{ratio:.2f}",
-               "recovered ratio": recover(model, dense, calibration), "prune s": f"{seconds:.0f}",
-               "prefill x": "-", "decode x": "-"}
+               **{f"ppl {k}": f"{v:.2f}" for k, v in ppl.items()}, "ppl ratio": f"{ratio(ppl, base):.2f}",
+               "recovered ratio": "pending", "prune s": f"{seconds:.0f}", "prefill x": "-", "decode x": "-"}
         if speed:  # dense and pruned measured in turn, in this run
             fast = generation_speed({"dense": dense, "pruned": model}, calibration[:1], new_tokens=128, repeats=3)
             row["prefill x"] = f"{fast['pruned'].prefill / fast['dense'].prefill:.2f}"
             row["decode x"] = f"{fast['pruned'].decode / fast['dense'].decode:.2f}"
             notes.append(f"{config}: dense {fast['dense'].prefill:.0f} / {fast['dense'].decode:.1f} tok/s, pruned "
                          f"{fast['pruned'].prefill:.0f} / {fast['pruned'].decode:.1f} tok/s (prefill / decode)")
+        minutes = recover(model, dense, train)
+        if minutes is not None:
+            after = {k: perplexity(model, v, progress=False) for k, v in evals.items()}
+            row["recovered ratio"] = f"{ratio(after, base):.2f} ({minutes:.0f} min)"
         if export and config.endswith(":layer"):
             with tempfile.TemporaryDirectory() as folder:
                 notes.append(f"{config}: {export_check(model, calibration[:1, :64], folder)}")
         rows.append(row)
         print(row, flush=True)
         del model
+    budget = f"{RECOVERY_STEPS} steps x {RECOVERY_BATCH} x {LENGTH} tokens of distillation from the dense model"
     return "\n".join([table(rows), "", f"ppl ratio: geometric mean over the two texts of pruned / dense perplexity; "
-                      f"calibration {cal} x {LENGTH}, evaluation {count} x {LENGTH} per text.", *notes])
+                      f"calibration {cal} x {LENGTH}, evaluation {count} x {LENGTH} per text; recovery: {budget}.",
+                      *notes])
 
 
 if __name__ == "__main__":

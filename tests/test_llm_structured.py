@@ -133,6 +133,14 @@ def test_gqa_heads_are_removed_inside_groups_and_reopen_with_from_pretrained(tmp
     assert again.generate(IDS[:1], max_new_tokens=4, do_sample=False).shape == (1, 20)
 
 
+def test_heads_beside_channels_are_not_silently_kept():
+    """Issue 13: heads at 25% with channels removed no head on SmolLM2's 9-in-3 layout."""
+    model = llama()
+    sc.prune(model, sc.Structured(sparsity=0.25, units=("heads", "channels")), example_inputs=IDS[:1])
+    assert all(layer.self_attn.q_proj.out_features == 6 * 8 for layer in model.model.layers)
+    assert all(layer.mlp.up_proj.out_features == 72 for layer in model.model.layers)
+
+
 def test_heads_a_fraction_cannot_remove_raise_a_named_error():
     with pytest.raises(sc.PruningError, match=r"9 query heads in 3 key-value groups.*rounds to 0"):
         sc.prune(llama(), sc.Structured(sparsity=0.1, units=("heads",)), example_inputs=IDS[:1])

@@ -26,7 +26,15 @@ from .methods.structured import LM_CRITERION
 from .plan import Plan, apply
 from .results import UnitReport
 from .statistics import collect_statistics
-from .structured import Shadow, exclusion, group_key, kept_fraction, runnable_groups, unit_report
+from .structured import (
+    Shadow,
+    exclusion,
+    group_key,
+    kept_fraction,
+    runnable_groups,
+    selectable_groups,
+    unit_report,
+)
 from .transaction import eval_mode
 from .widths import Units, global_drops, gqa_layout, layer_drops, plan_from_drops, query_heads, unit_cost
 
@@ -80,13 +88,10 @@ class Planner:
             self.shapes = self.inputs.output_shapes(model)
             self.graph = capture(model, self.inputs.args, self.inputs.kwargs)
             self.shadow = Shadow(model, self.inputs, self.shapes)
-            self.groups, self._unrunnable = runnable_groups(self.shadow, self._selected())
+            self.groups, self._unrunnable = runnable_groups(self.shadow, selectable_groups(self.graph, method))
         self.stats: dict | None = None
         self._units: list[Units] | None = None
         self._dense: tuple[int, int, int] | None = None
-
-    def _selected(self) -> list[Group]:
-        return [g for g in self.graph.prunable if exclusion(g, self.method) is None]
 
     def reason(self, group: Group) -> str | None:
         """Why ``group`` is not pruned (None when it is a candidate)."""
