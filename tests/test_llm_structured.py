@@ -8,6 +8,7 @@ import secateur as sc
 from secateur.criteria import CRITERIA
 from secateur.methods.structured import LM_CRITERION
 from secateur.widths import gqa_layout
+from tests.conftest import tiny_llama_folder
 
 IDS = torch.randint(0, 100, (4, 16), generator=torch.Generator().manual_seed(1))
 CALIBRATION = [row[None] for row in IDS]
@@ -228,20 +229,8 @@ def test_block_criteria_refuse_width_units():
 
 @pytest.fixture(scope="module")
 def lm_folder(tmp_path_factory):
-    from transformers import AutoTokenizer
-
-    from secateur.zoo.llm import smollm2_file
-
-    path = smollm2_file()
-    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    folder = tmp_path_factory.mktemp("tiny-lm")
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    LlamaForCausalLM(LlamaConfig(hidden_size=48, intermediate_size=64, num_hidden_layers=5, num_attention_heads=6,
-                                 num_key_value_heads=2, head_dim=8, vocab_size=len(tokenizer),
-                                 tie_word_embeddings=True)).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return tiny_llama_folder(tmp_path_factory.mktemp("tiny-lm"), hidden_size=48, num_hidden_layers=5,
+                             num_attention_heads=6, head_dim=8, tie_word_embeddings=True)
 
 
 @pytest.mark.parametrize("example", ["smollm2-width.yaml",
