@@ -131,8 +131,18 @@ def ratio(ppl: dict[str, float], base: dict[str, float]) -> float:
     return math.exp(sum(math.log(ppl[k] / base[k]) for k in base) / len(base))
 
 
-def main(configs: list[str], cal: int, count: int, speed: bool, export: bool) -> str:
-    dense, tokenizer = smollm2()
+def load(spec: str) -> tuple[torch.nn.Module, object]:
+    """``llm:smollm2`` (the real model) or ``hf:FOLDER`` (a local causal LM, e.g. a tiny one to try the script)."""
+    if spec == "llm:smollm2":
+        return smollm2()
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = spec.removeprefix("hf:")
+    return AutoModelForCausalLM.from_pretrained(folder).eval(), AutoTokenizer.from_pretrained(folder)
+
+
+def main(configs: list[str], cal: int, count: int, speed: bool, export: bool, spec: str = "llm:smollm2") -> str:
+    dense, tokenizer = load(spec)
     train, evals = data(tokenizer, count)
     calibration = train[:cal]
     base = {k: perplexity(dense, v, progress=False) for k, v in evals.items()}
@@ -178,7 +188,9 @@ if __name__ == "__main__":
     parser.add_argument("--eval", type=int, default=16)
     parser.add_argument("--speed", action="store_true")
     parser.add_argument("--export", action="store_true")
+    parser.add_argument("--model", default="llm:smollm2")
     args = parser.parse_args()
-    chosen = args.configs or ([f"width:{c}:{f}" for c in WIDTH for f in FRACTIONS] + ["width:flap:0.8:layer"]
+    chosen = args.configs or ([f"width:{c}:{f}" for c in WIDTH for f in FRACTIONS]
+                              + ["width:flap:0.8:layer", "width:minitron:0.8:layer"]
                               + [f"depth:{c}:{s}" for c in DEPTH for s in DEPTHS])
-    print(main(chosen, args.cal, args.eval, args.speed, args.export))
+    print(main(chosen, args.cal, args.eval, args.speed, args.export, args.model))
