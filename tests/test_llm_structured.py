@@ -262,3 +262,17 @@ def test_example_recipes_run_on_a_tiny_llama_from_the_cli(example, lm_folder, tm
     ids = torch.randint(5, 1000, (1, 32))  # the export traced a calibration window of 32 tokens
     onnx = OnnxModel(tmp_path / "out" / "model.onnx")
     torch.testing.assert_close(onnx(ids), loaded(ids).logits, atol=1e-4, rtol=1e-4)
+
+
+def test_a_head_count_the_hidden_size_does_not_divide_is_reported_unexpressed():
+    """Hugging Face's Llama config refuses hidden % heads != 0 (even with head_dim): from_pretrained cannot
+    rebuild such a model, so the head count is reported as not expressible (sc.load still rebuilds it)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from secateur.adapters import config_changes
+
+    model = LlamaForCausalLM(LlamaConfig(hidden_size=64, num_hidden_layers=1, num_attention_heads=4,
+                                         num_key_value_heads=4, head_dim=16, intermediate_size=32,
+                                         vocab_size=100)).eval()
+    sc.prune(model, sc.Structured(sparsity=0.25, units=("heads",)), example_inputs=IDS[:1])
+    assert model.model.layers[0].self_attn.q_proj.out_features == 3 * 16 and config_changes(model)[1] == ["heads"]

@@ -123,6 +123,9 @@ def config_changes(model: nn.Module) -> tuple[dict[str, object], list[str]]:
         if values and (value is None or not fields) and value != getattr(config, _CONFIG_FIELDS[key][0], value):
             unexpressed.append(key)
         changes.update({f: value for f in fields if value is not None})
+    heads, width = changes.get("num_attention_heads"), changes.get(hidden, getattr(config, hidden or "", None))
+    if isinstance(heads, int) and isinstance(width, int) and width % heads and "heads" not in unexpressed:
+        unexpressed.append("heads")  # Hugging Face's config checks refuse a hidden size heads do not divide
     return {k: v for k, v in changes.items() if getattr(config, k, None) != v}, unexpressed
 
 

@@ -106,13 +106,15 @@ class Target(Spec):
 
     @classmethod
     def coerce(cls, value: Any, text: bool = False) -> Target:
-        """``{macs: 0.5}``, ``{params: 0.7}``, ``{latency: {ms: 3}}``, ``"macs=0.5"`` or a bare number
-        (a MACs fraction) into a target instance."""
+        """``{macs: 0.5}``, ``{params: 0.7}``, ``{params: {fraction: 0.7, embeddings: false}}``,
+        ``{latency: {ms: 3}}``, ``"macs=0.5"``, ``"params=0.7,embeddings=false"`` or a bare number (a MACs
+        fraction) into a target instance."""
         if isinstance(value, Target):
             return value
         if text and isinstance(value, str) and "=" in value:
             key, _, rest = value.partition("=")
-            value = {key.strip(): rest.strip()}
+            first, *options = (p.strip() for p in rest.split(","))
+            value = {key.strip(): {"": first, **dict(o.split("=", 1) for o in options if "=" in o)}}
         if isinstance(value, Mapping) and len(value) == 1:
             key, inner = next(iter(value.items()))
             kinds = {t.key: t for t in (Macs, Params, Latency)}
@@ -120,7 +122,10 @@ class Target(Spec):
                 raise InvalidParameterError(f"unknown target {key!r}; choose macs, params or latency")
             target = kinds[key]
             first = next(iter(target.__dataclass_fields__))
-            return build(target, inner if isinstance(inner, Mapping) else {first: inner}, text=text)
+            inner = dict(inner) if isinstance(inner, Mapping) else {first: inner}
+            if "" in inner:
+                inner[first] = inner.pop("")
+            return build(target, inner, text=text)
         if cls is not Target:
             raise InvalidParameterError(f"{value!r} is not a {cls.key} target")
         raise InvalidParameterError(f"{value!r} is not a target; write {{macs: 0.5}}, {{params: 0.5}}, "
