@@ -276,3 +276,33 @@ def test_a_head_count_the_hidden_size_does_not_divide_is_reported_unexpressed():
                                          vocab_size=100)).eval()
     sc.prune(model, sc.Structured(sparsity=0.25, units=("heads",)), example_inputs=IDS[:1])
     assert model.model.layers[0].self_attn.q_proj.out_features == 3 * 16 and config_changes(model)[1] == ["heads"]
+
+
+def test_generation_speed_measures_models_in_turn(monkeypatch):
+    """Dense and pruned are measured alternately (a busy machine slows both alike); tokens/s are tokens over
+    the measured seconds, medians over the repeats."""
+    from secateur import lm_speed
+
+    calls, seconds = [], iter([2.0, 4.0, 1.0, 2.0, 4.0, 8.0] * 3)
+
+    def fake(model, prompt, new_tokens):
+        calls.append(model)
+        return (0.0, 0.0) if new_tokens == 8 else (next(seconds), next(seconds))
+
+    monkeypatch.setattr(lm_speed, "time_generation", fake)
+    speed = lm_speed.generation_speed({"a": "A", "b": "B"}, torch.zeros(1, 512, dtype=torch.long), 128, repeats=3)
+    assert calls == ["A", "B"] + ["A", "B"] * 3
+    assert speed["a"].prefill == 256 and speed["a"].decode == 32 and speed["b"].decode == 32
+    assert speed["b"].prefill_range == (512 / 4, 512)
+
+
+def test_generation_timing_runs_the_cached_decode_loop():
+    from secateur.lm_speed import time_generation
+
+    model, counted = llama(), []
+    handle = model.model.register_forward_pre_hook(lambda m, args, kwargs: counted.append(kwargs["input_ids"].shape),
+                                                   with_kwargs=True)
+    prefill, decode = time_generation(model, IDS[:1], new_tokens=5)
+    handle.remove()
+    assert counted == [(1, 16)] + [(1, 1)] * 5  # one prefill, then one token per step with the cache
+    assert prefill > 0 and decode > 0
