@@ -3,8 +3,9 @@
     .venv/bin/python benchmarks/llm_structured.py                      # the whole table (about 1 hour)
     .venv/bin/python benchmarks/llm_structured.py width:flap:0.8 depth:angular:0.2 --speed --export
 
-A config is ``width:CRITERION:FRACTION[:SCOPE]`` (``Structured(target=Params(FRACTION, embeddings=False),
-units=("heads", "channels"), scope=SCOPE)``, global by default) or ``depth:CRITERION:SPARSITY``
+A config is ``width:CRITERION:FRACTION[:SCOPE[:UNITS]]`` (``Structured(target=Params(FRACTION,
+embeddings=False), units=UNITS, scope=SCOPE)``; global and ``heads+channels`` by default; ``hidden`` adds the
+hidden size, whose embedding table and tied output layer shrink outside the budget) or ``depth:CRITERION:SPARSITY``
 (``Structured(sparsity=SPARSITY, units=("blocks",))``). Calibration: CAL x 512 tokens from the first half
 of the stdlib-docstring corpus; evaluation: EVAL x 512 from its second half and EVAL x 512 from the Python
 reference manual (a text calibration never sees). One planner session per width criterion scores the units
@@ -65,11 +66,12 @@ def recover(model: torch.nn.Module, teacher: torch.nn.Module, train: torch.Tenso
 
 
 def method_of(config: str) -> tuple[str, sc.Structured]:
-    kind, criterion, amount, *scope = config.split(":")
+    kind, criterion, amount, *rest = config.split(":")
     if kind == "depth":
         return kind, sc.Structured(sparsity=float(amount), units=("blocks",), criterion=criterion)
-    return kind, sc.Structured(target=sc.Params(float(amount), embeddings=False), units=("heads", "channels"),
-                               criterion=criterion, scope=scope[0] if scope else "global")
+    scope, units = (rest + ["global", "heads+channels"][len(rest):])[:2]
+    return kind, sc.Structured(target=sc.Params(float(amount), embeddings=False), units=tuple(units.split("+")),
+                               criterion=criterion, scope=scope)
 
 
 def non_embedding(model: torch.nn.Module) -> int:
@@ -91,7 +93,7 @@ class Pruner:
         if kind == "depth":
             sc.prune(model, method, example_inputs=self.example, calibration=self.rows, progress=False)
             return model.eval()
-        key = (method.criterion, method.scope)
+        key = (method.criterion, method.scope, method.units)
         if key not in self.sessions:
             self.sessions = {key: sc.Planner(self.dense, method, self.example, self.rows)}  # one held at a time
         planner = self.sessions[key]
@@ -167,7 +169,7 @@ def main(configs: list[str], cal: int, count: int, speed: bool, export: bool, sp
         if minutes is not None:
             after = {k: perplexity(model, v, progress=False) for k, v in evals.items()}
             row["recovered ratio"] = f"{ratio(after, base):.2f} ({minutes:.0f} min)"
-        if export and config.endswith(":layer"):
+        if export and ":layer" in config:
             with tempfile.TemporaryDirectory() as folder:
                 notes.append(f"{config}: {export_check(model, calibration[:1, :64], folder)}")
         rows.append(row)
