@@ -85,7 +85,13 @@ def nearest_removal(options: list[int], wanted: float) -> int:
 
 def gqa_drops(scores: torch.Tensor, groups: int, per: int, removal: int) -> list[int]:
     """Query heads to remove (``removal`` of them, an option of :func:`head_options`): the layout and heads
-    that keep the highest summed score."""
+    that keep the highest summed score.
+
+    >>> gqa_drops(torch.tensor([9.0, 8, 7, 9, 8, 7, 1, 1, 1]), 3, 3, 3)  # a weak group goes whole
+    [6, 7, 8]
+    >>> gqa_drops(torch.tensor([9.0, 8, 1, 9, 8, 1, 9, 8, 1]), 3, 3, 3)  # a weak head in every group
+    [2, 5, 8]
+    """
     ranked = scores.view(groups, per).sort(dim=1, descending=True)
     best, keep = -math.inf, []
     for g, k in head_options(groups, per)[removal]:
