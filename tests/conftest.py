@@ -75,3 +75,18 @@ def zero_residual_channels(model: Residual, drop: list[int]) -> None:
             bn.bias[drop] = 0
         model.c2.weight[:, drop] = 0
         model.fc1.weight.view(32, 16, 16)[:, drop] = 0
+
+
+def tiny_llama_folder(folder, **config) -> object:
+    """A Hugging Face folder with a tiny random Llama (``config`` overrides its sizes) and SmolLM2's tokenizer."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from secateur.zoo.llm import smollm2_file
+
+    path = smollm2_file()
+    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    sizes = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+             "num_key_value_heads": 2, **config}
+    LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), **sizes)).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

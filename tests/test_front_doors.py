@@ -58,10 +58,14 @@ def _python_value(value: object) -> object:
     return value
 
 
-def _setup(name: str, tmp_path):
+def _blocks_only(criterion: object) -> bool:
+    return isinstance(criterion, str) and CRITERIA[criterion].blocks_only
+
+
+def _setup(name: str, tmp_path, language_model: bool = False):
     """(model spec, calibration file, calibration as Python passes it)."""
     g = torch.Generator().manual_seed(0)
-    if issubclass(METHODS[name], OneShot):
+    if issubclass(METHODS[name], OneShot) or language_model:
         ids = torch.randint(0, 100, (4, 12), generator=g)
         np.savez(tmp_path / "cal.npz", input_ids=ids.numpy())
         return "zoo:hf-llama-gqa", ids
@@ -83,9 +87,11 @@ IDS = [f"{m}-{c if isinstance(c, str) else 'x'}" for m, c in CASES]
 @pytest.mark.parametrize(("name", "criterion"), CASES, ids=IDS)
 def test_python_yaml_and_cli_make_the_same_plan(name, criterion, tmp_path):
     options = dict(OPTIONS.get(name, {}))
+    if _blocks_only(criterion):  # depth criteria: a stack of blocks to choose from
+        options = {"sparsity": 0.5, "units": ["blocks"]}
     if criterion is not None:
         options["criterion"] = criterion
-    spec, calibration = _setup(name, tmp_path)
+    spec, calibration = _setup(name, tmp_path, language_model=_blocks_only(criterion))
     python = METHODS[name](**{k: _python_value(v) for k, v in options.items()})
     recipe = {"name": "r", "model": spec, "train": None, "steps": [{"prune": {"method": name, **options}}]}
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
@@ -102,4 +108,4 @@ def test_python_yaml_and_cli_make_the_same_plan(name, criterion, tmp_path):
     assert report["method"] == python.to_dict()
     plan = _prune(spec, python, calibration)
     assert report["plan"] == plan == _prune(spec, from_yaml, calibration)
-    assert plan["cuts"] or plan["masks"]
+    assert plan["cuts"] or plan["masks"] or plan["blocks"]

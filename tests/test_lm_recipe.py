@@ -8,23 +8,12 @@ from typer.testing import CliRunner
 import secateur as sc
 from secateur.cli import app
 from secateur.recipe import parse_recipe
+from tests.conftest import tiny_llama_folder
 
 
 @pytest.fixture(scope="module")
 def hf_folder(tmp_path_factory):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from secateur.zoo.llm import smollm2_file
-
-    path = smollm2_file()
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    folder = tmp_path_factory.mktemp("tiny-lm")
-    LlamaForCausalLM(LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                                 num_key_value_heads=2, vocab_size=len(tokenizer))).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return tiny_llama_folder(tmp_path_factory.mktemp("tiny-lm"))
 
 
 def _recipe(folder, **overrides):

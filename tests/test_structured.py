@@ -176,8 +176,10 @@ def test_blocks_unit_removes_least_influential_blocks_and_reloads(tmp_path):
     assert torch.equal(loaded(**ids).logits, model(**ids).logits)
 
 
-def test_blocks_need_sparsity_and_a_stack():
-    with pytest.raises(sc.InvalidParameterError, match="sparsity="):
-        sc.Structured(target=0.5, units=("blocks",))
+def test_blocks_take_a_target_alone_and_need_a_stack():
+    with pytest.raises(sc.InvalidParameterError, match="prune twice"):
+        sc.Structured(target=0.5, units=("blocks", "channels"))
+    with pytest.raises(sc.InvalidParameterError, match="blocks alone"):
+        sc.Structured(target=sc.Latency(3.0), units=("blocks",))
     with pytest.raises(sc.PruningError, match="stacks of identical blocks"):
         sc.prune(Residual(), sc.Structured(sparsity=0.5, units=("blocks",)), example_inputs=X)

@@ -33,11 +33,13 @@ def test_data_criteria_score_a_causal_lm_from_token_ids_alone(criterion):
         assert torch.allclose(scores, ids_only[key], rtol=1e-5, atol=1e-9)
 
 
-def test_structured_pruning_of_a_causal_lm_defaults_to_activations_when_given_calibration():
+def test_structured_pruning_of_a_causal_lm_defaults_to_a_data_aware_criterion_when_given_calibration():
+    from secateur.methods.structured import LM_CRITERION
+
     method = sc.Structured(sparsity=0.25, units=("channels",))
-    assert method.criterion is None
+    assert method.criterion is None and LM_CRITERION != "magnitude"
     default = Planner(_llama(), method, {"input_ids": IDS[:1]}, [IDS])
-    activation = Planner(_llama(), sc.Structured(sparsity=0.25, units=("channels",), criterion="activation"),
+    activation = Planner(_llama(), sc.Structured(sparsity=0.25, units=("channels",), criterion=LM_CRITERION),
                          {"input_ids": IDS[:1]}, [IDS])
     magnitude = Planner(_llama(), sc.Structured(sparsity=0.25, units=("channels",), criterion="magnitude"),
                         {"input_ids": IDS[:1]})
@@ -115,7 +117,7 @@ def test_cli_sensitivity_of_an_hf_lm_measures_on_the_calibration_text(hf_folder,
     assert len(json.loads((tmp_path / "sensitivity.json").read_text())["curves"]) == 2
 
 
-def test_cli_prunes_an_hf_lm_with_text_calibration_and_the_activation_default(hf_folder, tmp_path):
+def test_cli_prunes_an_hf_lm_with_text_calibration_and_the_data_aware_default(hf_folder, tmp_path):
     result = CliRunner().invoke(app, ["prune", f"hf:{hf_folder}", "--out", str(tmp_path / "p"), "--units", "channels",
                                       "--sparsity", "0.25", "--calibration-text", "stdlib-docstrings",
                                       "--windows", "2x16", "--quiet"])

@@ -24,6 +24,8 @@ def sync_attention(model: nn.Module) -> None:
             module.split_size = _out(module.c_attn) // 3
             module.num_heads = module.split_size // module.head_dim
             module.embed_dim = module.split_size
+        elif hasattr(module, "num_key_value_groups") and hasattr(module, "q_proj") and hasattr(module, "k_proj"):
+            module.num_key_value_groups = _out(module.q_proj) // max(_out(module.k_proj), 1)  # Llama-style GQA
 
 
 def _uniform(values: list[int]) -> int | None:
@@ -49,6 +51,44 @@ def _layer_sizes(model: nn.Module) -> dict[str, list[int]]:
     return sizes
 
 
+# Hugging Face configs that switch the biases of a module family at once (Llama: attention_bias, mlp_bias).
+BIAS_FLAGS = {"attention_bias": ("q_proj", "k_proj", "v_proj", "o_proj"),
+              "mlp_bias": ("gate_proj", "up_proj", "down_proj")}
+
+
+def bias_layers(model: nn.Module, names: list[str]) -> tuple[list[str], list[str]]:
+    """Layers to give a (zero) bias so ``names`` can hold one, and the names whose bias the model's Hugging
+    Face config cannot express. A bias already there, or a model without a config, needs nothing more; a
+    config flag (``attention_bias``) needs the bias on every layer of its family."""
+    config = getattr(model, "config", None)
+    modules = dict(model.named_modules())
+    add, unexpressed = set(), []
+    for name in names:
+        if getattr(modules[name], "bias", None) is not None:
+            continue
+        if config is None or not hasattr(config, "to_dict"):
+            add.add(name)
+            continue
+        flag = next((f for f, leaves in BIAS_FLAGS.items() if name.rpartition(".")[2] in leaves
+                     and getattr(config, f, None) is not None), None)
+        if flag is None:
+            unexpressed.append(name)
+            continue
+        add |= {n for n, m in modules.items() if n.rpartition(".")[2] in BIAS_FLAGS[flag]
+                and isinstance(m, nn.Linear) and m.bias is None}
+    return sorted(add), unexpressed
+
+
+def _bias_changes(model: nn.Module, config: object) -> dict[str, bool]:
+    """``attention_bias`` / ``mlp_bias`` set to True where every layer of the family now has a bias."""
+    changes = {}
+    for flag, leaves in BIAS_FLAGS.items():
+        layers = [m for n, m in model.named_modules() if n.rpartition(".")[2] in leaves and isinstance(m, nn.Linear)]
+        if getattr(config, flag, None) is False and layers and all(m.bias is not None for m in layers):
+            changes[flag] = True
+    return changes
+
+
 _CONFIG_FIELDS = {"heads": ("num_attention_heads", "n_head"), "kv_heads": ("num_key_value_heads",),
                   "ffn": ("intermediate_size", "n_inner")}
 
@@ -71,16 +111,21 @@ def config_changes(model: nn.Module) -> tuple[dict[str, object], list[str]]:
                   None)
     if isinstance(embeddings, nn.Embedding) and hidden:
         changes[hidden] = embeddings.embedding_dim
+    changes.update(_bias_changes(model, config))
     has_head_dim = "head_dim" in changes or getattr(config, "head_dim", None) is not None
     unexpressed = []
     for key, values in _layer_sizes(model).items():
         value = _uniform(values)
-        fields = [f for f in _CONFIG_FIELDS[key] if getattr(config, f, None) is not None]
+        fields = [f for f in _CONFIG_FIELDS[key]  # GPT-2's n_inner=None means 4 x hidden: it may be set
+                  if getattr(config, f, None) is not None or (f == "n_inner" and hasattr(config, f))]
         if key in ("heads", "kv_heads") and not has_head_dim:
             fields = []  # head size is derived as hidden / heads here: a new head count is not expressible
         if values and (value is None or not fields) and value != getattr(config, _CONFIG_FIELDS[key][0], value):
             unexpressed.append(key)
         changes.update({f: value for f in fields if value is not None})
+    heads, width = changes.get("num_attention_heads"), changes.get(hidden, getattr(config, hidden or "", None))
+    if isinstance(heads, int) and isinstance(width, int) and width % heads and "heads" not in unexpressed:
+        unexpressed.append("heads")  # Hugging Face's config checks refuse a hidden size heads do not divide
     return {k: v for k, v in changes.items() if getattr(config, k, None) != v}, unexpressed
 
 

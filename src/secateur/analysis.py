@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field, replace
 from torch import nn
 
 from .errors import InvalidParameterError
-from .handlers import _blocks
+from .handlers import plan_blocks
 from .inputs import as_inputs
 from .methods import Structured
 from .plan import Plan, apply
@@ -113,9 +113,10 @@ def analyze(model: nn.Module, example_inputs: object, method: Structured | None 
                                     "analyze with the structured method)")
     inputs = as_inputs(example_inputs)
     chosen = method or Structured(sparsity=0.5)
-    blocks = _blocks(model, chosen, inputs) if "blocks" in (chosen.units or ()) else []
+    blocks = plan_blocks(model, chosen, inputs, calibration) if "blocks" in (chosen.units or ()) else []
     subject = apply(copy.deepcopy(model), Plan(blocks=blocks), remember=False) if blocks else model
-    width = replace(chosen, units=chosen.width_units or None)  # blocks only: still list every group
+    width = replace(chosen, units=chosen.width_units or None,  # blocks only: still list every group
+                    criterion=chosen.criterion if chosen.width_units != () else None)
     planner = Planner(subject, width, inputs, calibration)
     reports = [GroupReport(g.id, group_key(g), g.kind, g.size, g.describe(), planner.reason(g))
                for g in planner.graph.groups]
@@ -126,7 +127,8 @@ def analyze(model: nn.Module, example_inputs: object, method: Structured | None 
                 skipped.setdefault(m.tensor.rpartition(".")[0], r.skipped)
     analysis = Analysis(reports, planner.graph.unknown_ops, skipped)
     if method is not None:
-        plan = planner.plan() if chosen.width_units != () else Plan()
+        plan = planner.plan(chosen.sparsity, chosen.ratios, None if blocks else chosen.target) \
+            if chosen.width_units != () else Plan()
         analysis.plan = Plan(cuts=plan.cuts, blocks=blocks)
         analysis.units = planner.units(plan) if plan.cuts else {}
         analysis.dense, analysis.predicted = planner.predict(Plan()), planner.predict(plan)

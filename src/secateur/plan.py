@@ -21,7 +21,7 @@ from .adapters import sync_attention, update_config
 from .depth import remove_blocks
 from .errors import ModelFileError
 from .masks import apply_mask
-from .surgery import apply_cuts, owner
+from .surgery import add_bias, apply_cuts, owner
 
 FORMAT, VERSION = "secateur.plan", 1
 _HISTORY: weakref.WeakKeyDictionary[nn.Module, list[Plan]] = weakref.WeakKeyDictionary()
@@ -35,12 +35,14 @@ def mask_digest(mask: torch.Tensor) -> str:
 
 @dataclass
 class Plan:
-    """``blocks``: whole blocks removed (named before removal); ``cuts[tensor][dim]``: indices removed
-    (coordinates after the blocks went); ``masks[tensor]``: boolean keep-masks of masked weights."""
+    """``blocks``: whole blocks removed (named before removal); ``biases``: layers given a bias (zeros,
+    before the cuts; e.g. FLAP's compensation; their values live in the weights); ``cuts[tensor][dim]``:
+    indices removed (coordinates after the blocks went); ``masks[tensor]``: boolean keep-masks."""
 
     cuts: dict[str, dict[int, list[int]]] = field(default_factory=dict)
     masks: dict[str, torch.Tensor] = field(default_factory=dict)
     blocks: list[str] = field(default_factory=list)
+    biases: list[str] = field(default_factory=list)
 
     def add_cut(self, tensor: str, dim: int, indices: list[int]) -> None:
         """Record that ``indices`` leave dimension ``dim`` of ``tensor`` (merged with earlier cuts)."""
@@ -48,7 +50,8 @@ class Plan:
         dims[dim] = sorted(set(dims.get(dim, [])) | set(indices))
 
     def is_empty(self) -> bool:
-        return not any(i for dims in self.cuts.values() for i in dims.values()) and not self.masks and not self.blocks
+        return (not any(i for dims in self.cuts.values() for i in dims.values()) and not self.masks and not self.blocks
+                and not self.biases)
 
     def sparsity(self) -> dict[str, float]:
         """The fraction of each masked tensor that its mask zeroes."""
@@ -60,8 +63,9 @@ class Plan:
         cuts = {t: {str(d): list(i) for d, i in dims.items() if i} for t, dims in self.cuts.items()}
         masks = {n: {"shape": list(m.shape), "sparsity": round(1.0 - float(m.float().mean()), 8),
                      "sha256": mask_digest(m)} for n, m in self.masks.items()}
-        return {"format": FORMAT, "version": VERSION, "blocks": list(self.blocks),
+        data = {"format": FORMAT, "version": VERSION, "blocks": list(self.blocks),
                 "cuts": {t: d for t, d in cuts.items() if d}, "masks": masks}
+        return {**data, "biases": list(self.biases)} if self.biases else data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Plan:
@@ -72,7 +76,8 @@ class Plan:
         try:
             cuts = {str(t): {int(d): [int(i) for i in idx] for d, idx in dims.items()}
                     for t, dims in data.get("cuts", {}).items()}
-            return cls(cuts=cuts, blocks=[str(b) for b in data.get("blocks", [])])
+            return cls(cuts=cuts, blocks=[str(b) for b in data.get("blocks", [])],
+                       biases=[str(b) for b in data.get("biases", [])])
         except (AttributeError, TypeError, ValueError) as err:
             raise ModelFileError(f"a recorded plan is malformed ({err}); the manifest is damaged") from None
 
@@ -93,7 +98,7 @@ def forget(model: nn.Module) -> None:
 
 
 def apply(model: nn.Module, plan: Plan, *, remember: bool = True) -> nn.Module:
-    """Remove ``plan``'s blocks, slice its cuts (attention bookkeeping and the Hugging Face config
+    """Remove ``plan``'s blocks, add its biases, slice its cuts (attention bookkeeping and the Hugging Face config
     follow), and mask its masked weights; in place. ``remember`` records the plan in the model's
     history, which ``save`` writes.
 
@@ -105,9 +110,11 @@ def apply(model: nn.Module, plan: Plan, *, remember: bool = True) -> nn.Module:
     """
     if plan.blocks:
         remove_blocks(model, plan.blocks)
+    for name in plan.biases:
+        add_bias(model.get_submodule(name))
     if plan.cuts:
         apply_cuts(model, plan.cuts)
-    if plan.blocks or plan.cuts:
+    if plan.blocks or plan.cuts or plan.biases:
         sync_attention(model)
         update_config(model)
     for name, keep in plan.masks.items():

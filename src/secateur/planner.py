@@ -16,11 +16,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .criteria import GroupWeights, get_criterion
+from .compensation import bias_shifts, with_biases
+from .criteria import Criterion, GroupWeights, get_criterion
 from .errors import InvalidParameterError, PruningError
 from .graph import Group, capture
-from .inputs import Inputs, as_batches, as_inputs
-from .methods import Latency, Macs, Structured, Target
+from .inputs import Batch, Inputs, as_batches, as_inputs
+from .methods import Latency, Macs, Params, Structured, Target
+from .methods.structured import LM_CRITERION
 from .plan import Plan, apply
 from .progress import phase
 from .results import UnitReport
@@ -28,25 +30,44 @@ from .statistics import collect_statistics
 from .structured import (
     Shadow,
     exclusion,
-    global_drops,
     group_key,
-    layer_drops,
-    plan_from_drops,
+    kept_fraction,
     runnable_groups,
+    selectable_groups,
     unit_report,
 )
 from .transaction import eval_mode
+from .widths import Units, global_drops, gqa_layout, layer_drops, plan_from_drops, query_heads, unit_cost
 
 
-def default_criterion(model: nn.Module, batches: list) -> str:
-    """``activation`` for a causal language model given calibration data (magnitude ruins them: SmolLM2's
-    perplexity went 17.5 -> 1,724 at 5% of FFN channels, activation gave 19.6 at 10%), else ``magnitude``.
+def is_causal_lm(model: nn.Module) -> bool:
+    """A Hugging Face model that generates text from its own outputs (``can_generate``, not encoder-decoder)."""
+    config = getattr(model, "config", None)
+    return bool(getattr(model, "can_generate", lambda: False)()) and not getattr(config, "is_encoder_decoder", False)
 
-    >>> default_criterion(nn.Linear(2, 2), [])
+
+def default_criterion(model: nn.Module, calibration: object) -> str:
+    """``magnitude``; for a causal language model given calibration data, the data-aware ``LM_CRITERION``
+    (magnitude ruins them: SmolLM2's perplexity went 17.5 -> 1,724 at 5% of FFN channels).
+
+    >>> default_criterion(nn.Linear(2, 2), None)
     'magnitude'
     """
-    causal = type(model).__name__.endswith("ForCausalLM") or getattr(getattr(model, "config", None), "is_decoder", 0)
-    return "activation" if causal and batches else "magnitude"
+    return LM_CRITERION if calibration is not None and is_causal_lm(model) else "magnitude"
+
+
+def lm_batches(batches: list[Batch]) -> list[Batch]:
+    """Token-id batches of a causal LM with ``labels`` added (the model then computes its next-token loss)."""
+    out = []
+    for b in batches:
+        kwargs, ids = b.inputs.kwargs, b.inputs.kwargs.get("input_ids", b.inputs.args[0] if b.inputs.args else None)
+        if b.target is not None or "labels" in kwargs or not isinstance(ids, torch.Tensor) or ids.is_floating_point():
+            out.append(b)
+            continue
+        mask = kwargs.get("attention_mask")
+        labels = ids if mask is None else ids.masked_fill(mask == 0, -100)
+        out.append(Batch(Inputs((), {**kwargs, "input_ids": ids, "labels": labels})))
+    return out
 
 
 class Planner:
@@ -65,16 +86,18 @@ class Planner:
         self.inputs: Inputs = as_inputs(example_inputs)
         if not self.inputs:
             raise PruningError("structured pruning needs example_inputs=... to trace the model's couplings")
+        self.criterion: Criterion = get_criterion(method.criterion or default_criterion(model, calibration))
         self.batches = as_batches(calibration)
+        if self.criterion.needs & {"grad", "grad_sq"} and is_causal_lm(model):
+            self.batches = lm_batches(self.batches)
         with eval_mode(model), phase("capturing the graph", progress):
             self.shapes = self.inputs.output_shapes(model)
             self.graph = capture(model, self.inputs.args, self.inputs.kwargs)
             self.shadow = Shadow(model, self.inputs, self.shapes)
-            self.groups, self._unrunnable = runnable_groups(self.shadow, self._selected())
-        self._scores: dict[int, torch.Tensor] | None = None
-
-    def _selected(self) -> list[Group]:
-        return [g for g in self.graph.prunable if exclusion(g, self.method) is None]
+            self.groups, self._unrunnable = runnable_groups(self.shadow, selectable_groups(self.graph, method))
+        self.stats: dict | None = None
+        self._units: list[Units] | None = None
+        self._dense: tuple[int, int, int] | None = None
 
     def reason(self, group: Group) -> str | None:
         """Why ``group`` is not pruned (None when it is a candidate)."""
@@ -92,16 +115,35 @@ class Planner:
         """Candidate groups by the key ``ratios=`` and ``sensitivity`` use."""
         return {group_key(g): g for g in self.groups}
 
+    def _query_heads_follow(self) -> bool:
+        """Can the model's code run with fewer query heads per key-value group (e.g. Llama's GQA)?"""
+        gqa = [Units(g, torch.zeros(query_heads(g).size), heads=gqa_layout(g)[:2]) for g in self.groups
+               if gqa_layout(g)]
+        if not gqa:
+            return False
+        first = {u.group.id: [c * u.heads[1] for c in range(u.heads[0])] for u in gqa}  # one query head per group
+        return self.shadow.runs(plan_from_drops(gqa, first))
+
+    @property
+    def selection(self) -> list[Units]:
+        """Every candidate group's units with their scores and costs (computed once, in one calibration pass)."""
+        if self._units is None:
+            self.stats = collect_statistics(self.model, self.criterion, self.batches, self.loss_fn, self.progress)
+            shapes = {n: p.shape for n, p in self.model.named_parameters(remove_duplicate=False)}
+            split = self._query_heads_follow()
+            self._units = []
+            with torch.no_grad():
+                for g in self.groups:
+                    layout = gqa_layout(g) if split else None
+                    view = query_heads(g) if layout else g
+                    scores = self.criterion.unit_scores(GroupWeights.of(self.model, view, self.stats)).float()
+                    self._units.append(Units(g, scores, unit_cost(view, shapes), layout[:2] if layout else None))
+        return self._units
+
     @property
     def scores(self) -> dict[int, torch.Tensor]:
-        """One importance score per unit of each candidate group (computed once)."""
-        if self._scores is None:
-            criterion = get_criterion(self.method.criterion or default_criterion(self.model, self.batches))
-            stats = collect_statistics(self.model, criterion, self.batches, self.loss_fn, self.progress)
-            with torch.no_grad():
-                self._scores = {g.id: criterion.unit_scores(GroupWeights.of(self.model, g, stats)).float()
-                                for g in self.groups}
-        return self._scores
+        """One importance score per unit of each candidate group (query heads under grouped-query attention)."""
+        return {u.group.id: u.scores for u in self.selection}
 
     def _require_groups(self) -> None:
         if not self.groups:
@@ -133,29 +175,66 @@ class Planner:
             raise InvalidParameterError(f"ratios= names {unknown[0]!r}, which is not a prunable group here; valid "
                                         f"keys: {', '.join(self.keys)} (secateur.analyze lists them)")
 
-    def _plan_for_sparsity(self, sparsity: float, ratios: dict[str, float] | None = None) -> Plan:
-        m = self.method
+    def _plan_for_sparsity(self, sparsity: float, ratios: dict[str, float] | None = None, costs: bool = False) -> Plan:
+        m, units = self.method, self.selection
         if m.scope == "global":
-            return plan_from_drops(self.groups, global_drops(self.groups, self.scores, sparsity, m.round_to))
-        return plan_from_drops(self.groups, layer_drops(self.groups, self.scores, sparsity, m.round_to, ratios))
+            weighted = units if costs else [replace(u, cost=1.0) for u in units]
+            return plan_from_drops(units, global_drops(weighted, sparsity, m.round_to, self.criterion.normalize))
+        drops = layer_drops(units, sparsity, m.round_to, ratios, group_key)
+        if not costs:  # an explicit fraction, not a target's bisection
+            self._check_heads(units, drops, sparsity, ratios or {})
+        return plan_from_drops(units, drops)
+
+    def _check_heads(self, units: list[Units], drops: dict[int, list[int]], sparsity: float,
+                     ratios: dict[str, float]) -> None:
+        """Heads named in ``units=`` must lose something when a fraction is asked of them, or say why not."""
+        if "heads" not in (self.method.units or ()):
+            return
+        for u in units:
+            wanted = ratios.get(group_key(u.group), sparsity)
+            if u.group.kind == "heads" and wanted > 0 and not drops[u.group.id]:
+                layout = (f"{u.size} query heads in {u.heads[0]} key-value groups (each group keeps as many query "
+                          "heads as the others)") if u.heads else f"{u.size} heads"
+                raise PruningError(f"sparsity={wanted} removes nothing from {group_key(u.group)}'s {layout}: "
+                                   f"{wanted} x {u.size} rounds to 0 heads. Ask for a larger fraction of heads, e.g. "
+                                   f"ratios={{{group_key(u.group)!r}: ...}} or a target=, or leave heads out of units=")
+
+    def complete(self, plan: Plan) -> tuple[Plan, dict[str, torch.Tensor], dict[str, str]]:
+        """``plan`` as it will be applied: with the biases the criterion's compensation adds (``Plan.biases``),
+        the shifts to add to them once applied (:func:`~secateur.compensation.add_shifts`), and the layers
+        left uncompensated with the reason."""
+        if not self.criterion.compensates or plan.is_empty():
+            return plan, {}, {}
+        full, skipped = with_biases(self.model, self.groups, plan)
+        shifts = bias_shifts(self.model, self.groups, full, self.stats or {})
+        unexpressed = {k.removeprefix("bias compensation of ") for k in skipped}
+        return full, {n: v for n, v in shifts.items() if n not in unexpressed}, skipped
 
     def predict(self, plan: Plan) -> tuple[int, int]:
         """(params, MACs) after ``plan``, counted on a shape-only copy."""
-        return self.shadow.run(plan)
+        return self.shadow.run(plan)[:2]
 
     def units(self, plan: Plan) -> dict[str, UnitReport]:
         """What ``plan`` keeps of every candidate group, with the scores."""
-        return {group_key(g): unit_report(g, self.scores[g.id], plan) for g in self.groups}
+        return {group_key(u.group): unit_report(u.view, u.scores, plan) for u in self.selection}
+
+    def fraction(self, plan: Plan, target: Macs | Params) -> float:
+        """What ``plan`` keeps of the dense model, measured as ``target`` counts (MACs, params, or params
+        outside the embedding tables with ``Params(embeddings=False)``)."""
+        if self._dense is None:
+            self._dense = self.shadow.run(Plan())
+        return kept_fraction(self.shadow, self._dense, plan, target)
 
     def _plan_for_target(self, target: Target) -> Plan:
-        """Bisect a uniform sparsity until the predicted MACs / params fraction (or measured latency) fits."""
+        """Bisect a sparsity (layer scope: every group's fraction; global scope: the fraction of all candidate
+        parameters) until the predicted MACs / params fraction (or measured latency) fits."""
+        make = lambda s: self._plan_for_sparsity(s, costs=True)  # noqa: E731
         if isinstance(target, Latency):
-            measure = lambda s: self.latency_ms(self._plan_for_sparsity(s), target)  # noqa: E731
+            measure = lambda s: self.latency_ms(make(s), target)  # noqa: E731
             goal, lo, hi, steps = target.ms, 0.0, 0.95, 7
-        else:
-            index = 1 if isinstance(target, Macs) else 0
-            dense = self.predict(Plan())[index]
-            measure = lambda s: self.predict(self._plan_for_sparsity(s))[index] / dense  # noqa: E731
+        else:  # counted with the biases compensation would add
+            measure = lambda s: self.fraction(with_biases(self.model, self.groups, make(s))[0]  # noqa: E731
+                                              if self.criterion.compensates else make(s), target)
             goal, lo, hi, steps = target.fraction, 0.0, 0.999, 24
         if measure(hi) > goal:
             raise PruningError(f"target {target} is out of reach: {measure(hi):.3g} with {hi:.1%} of every selected "
@@ -165,7 +244,7 @@ class Planner:
         for _ in range(steps):
             mid = (lo + hi) / 2
             lo, hi = (lo, mid) if measure(mid) <= goal else (mid, hi)
-        return self._plan_for_sparsity(hi)
+        return make(hi)
 
     def latency_ms(self, plan: Plan, target: Latency) -> float:
         """onnxruntime latency of the model after ``plan``, on ``target.batch_size`` copies of the example."""
@@ -181,7 +260,7 @@ class Planner:
         """After ``plan`` was applied to the model: renumber every candidate group for the smaller model,
         so planning goes on without a new capture (scores are recomputed from the current weights)."""
         self.groups = [g for g in (_shrunk(g, plan.cuts) for g in self.groups) if g.size > 1]
-        self._scores = None
+        self._units = self._dense = self.stats = None
 
 
 def _remap(index: int, removed: list[int]) -> int:
@@ -189,14 +268,16 @@ def _remap(index: int, removed: list[int]) -> int:
 
 
 def _shrunk(group: Group, cuts: dict[str, dict[int, list[int]]]) -> Group:
-    """``group`` after ``cuts``: its removed units gone, the rest renumbered, every member's offset shifted."""
-    first = next(m for m in group.members if m.role == "out")
-    removed_first = set(cuts.get(first.tensor, {}).get(first.dim, []))
-    gone = sum(first.indices([c])[0] in removed_first for c in range(group.size))
+    """``group`` after ``cuts``: its removed units gone, the rest renumbered, every member's offset shifted
+    (and its factor, where a cut took part of every unit: query heads inside key-value groups)."""
+    removed = {id(m): set(cuts.get(m.tensor, {}).get(m.dim, [])) for m in group.members}
+    base = min((m for m in group.members if m.role == "out"), key=lambda m: m.factor)
+    kept = [c for c in range(group.size) if not set(base.indices([c])) <= removed[id(base)]]
     members = []
     for m in group.members:
-        removed = sorted(cuts.get(m.tensor, {}).get(m.dim, []))
-        offset = _remap(m.offset, removed)
-        stride = _remap(m.offset + m.stride, removed) - offset if m.repeat > 1 else m.stride
-        members.append(replace(m, offset=offset, stride=stride))
-    return replace(group, size=group.size - gone, members=members)
+        gone = sorted(removed[id(m)])
+        inside = sum(p in removed[id(m)] for p in m.indices(kept[:1])) // m.repeat
+        offset = _remap(m.offset, gone)
+        stride = _remap(m.offset + m.stride, gone) - offset if m.repeat > 1 else m.stride
+        members.append(replace(m, offset=offset, stride=stride, factor=m.factor - inside))
+    return replace(group, size=len(kept), members=members)

@@ -237,6 +237,15 @@ class Windows(_Strict):
     length: int = Field(512, ge=2)
 
 
+class Speed(_Strict):
+    """Generation speed measured dense and pruned in turn: prefill of ``prompt`` tokens, then ``new_tokens``
+    decode steps at batch 1 with the KV cache (``secateur.lm_speed``)."""
+
+    prompt: int = Field(512, ge=2)
+    new_tokens: int = Field(128, ge=1)
+    repeats: int = Field(3, ge=1)
+
+
 class LMPruneStep(_PruneStep):
     """A one-shot language-model prune step: ``method`` names any method, e.g. wanda or sparsegpt."""
 
@@ -264,6 +273,7 @@ class LMRecipe(_Named):
     calibration: Windows = Windows()
     evaluation: Windows = Windows()
     prompt: str = "def read_config(path):\n    \"\"\""
+    speed: Speed | None = None
     steps: list[LMStep]
     log: Log = Log()
 

@@ -1,9 +1,9 @@
-"""Structured pruning: which coupled groups can go, how units are ranked, and plans from unit choices."""
+"""Structured pruning: which coupled groups a method selects, which of them the model's code can follow,
+and shape-only copies to try plans on (see ``widths.py`` for which units go)."""
 
 from __future__ import annotations
 
 import copy
-import math
 
 import torch
 from torch import nn
@@ -11,7 +11,7 @@ from torch import nn
 from .counting import count_macs, count_params, meta_copy
 from .graph import CouplingGraph, Group
 from .inputs import Inputs
-from .methods import Structured
+from .methods import Macs, Params, Structured
 from .methods.base import match
 from .plan import Plan, apply
 from .results import UnitReport
@@ -31,6 +31,16 @@ def exclusion(group: Group, method: Structured) -> str | None:
 def selectable_groups(graph: CouplingGraph, method: Structured) -> list[Group]:
     """Prunable groups that ``method``'s units and ignore patterns select."""
     return [g for g in graph.prunable if exclusion(g, method) is None]
+
+
+def embedding_params(model: nn.Module) -> int:
+    """Parameters of the model's embedding tables (an output layer tied to one is the same tensor).
+
+    >>> embedding_params(nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 2)))
+    40
+    """
+    tables = {id(m.weight): m.weight.numel() for m in model.modules() if isinstance(m, nn.Embedding)}
+    return sum(tables.values())
 
 
 class Shadow:
@@ -59,14 +69,14 @@ class Shadow:
             self.meta = False
             return True
 
-    def run(self, plan: Plan) -> tuple[int, int]:
-        """(params, MACs) after ``plan``, measured on a copy."""
+    def run(self, plan: Plan, macs: bool = True) -> tuple[int, int, int]:
+        """(params, MACs, embedding params) after ``plan``, measured on a copy (MACs 0 unless ``macs``)."""
         try:
             model, inputs = self.copy(plan)
-            return count_params(model), count_macs(model, inputs)
+            return count_params(model), count_macs(model, inputs) if macs else 0, embedding_params(model)
         except Exception:
             if self.meta and self._meta_unusable():
-                return self.run(plan)
+                return self.run(plan, macs)
             raise
 
     def runs(self, plan: Plan) -> bool:
@@ -80,10 +90,25 @@ class Shadow:
             return False
 
 
+def kept_fraction(shadow: Shadow, dense: tuple[int, int, int], plan: Plan, target: Macs | Params) -> float:
+    """What ``plan`` keeps of the dense counts ``dense`` (``shadow.run(Plan())``) as ``target`` counts them:
+    MACs, params, or params outside the embedding tables (``Params(embeddings=False)``)."""
+    if isinstance(target, Macs):
+        return shadow.run(plan)[1] / dense[1]
+    params, _, embedding = shadow.run(plan, macs=False)
+    skip = 0 if target.embeddings else 1
+    return (params - skip * embedding) / (dense[0] - skip * dense[2])
+
+
 def runnable_groups(shadow: Shadow, groups: list[Group]) -> tuple[list[Group], dict[int, str]]:
     """Keep the groups the model's own code can follow (exported graphs hide hard-coded sizes such as
     ``x.view(-1, 512)``): each group loses one unit on a copy. One forward pass when all is well."""
-    shrink = lambda gs: plan_from_drops(gs, {g.id: [0] for g in gs})  # noqa: E731
+    def shrink(gs: list[Group]) -> Plan:
+        plan = Plan()
+        for g in gs:
+            cut_units(plan, g.members, [0])
+        return plan
+
     if not groups or shadow.runs(shrink(groups)):
         return groups, {}
     ok = [g for g in groups if shadow.runs(shrink([g]))]
@@ -91,58 +116,15 @@ def runnable_groups(shadow: Shadow, groups: list[Group]) -> tuple[list[Group], d
     return ok, {g.id: reason for g in groups if g not in ok}
 
 
-def keep_count(size: int, sparsity: float, round_to: int) -> int:
-    """Units kept when removing ``sparsity`` of ``size``, rounded up to ``round_to``, at least one.
-
-    >>> keep_count(64, 0.5, 1), keep_count(30, 0.5, 8), keep_count(4, 0.99, 1)
-    (32, 16, 1)
-    """
-    keep = max(size - math.floor(sparsity * size), 1)
-    return min(size, math.ceil(keep / round_to) * round_to)
-
-
 def group_key(group: Group) -> str:
     """The name ``Structured(ratios=...)`` and ``sensitivity`` use for a group: its first producing layer."""
     return next((m.tensor.rpartition(".")[0] for m in group.members if m.role == "out"), group.describe())
 
 
-def _lowest(scores: torch.Tensor, n: int) -> list[int]:
-    """Indices of the ``n`` lowest scores (ties broken by position)."""
-    return sorted(torch.argsort(scores, stable=True)[:n].tolist())
-
-
-def layer_drops(groups: list[Group], scores: dict, sparsity: float, round_to: int,
-                ratios: dict[str, float] | None = None) -> dict[int, list[int]]:
-    """Each group loses its own ``ratios[key]`` (or ``sparsity``) of its lowest-scored units."""
-    return {g.id: _lowest(scores[g.id], g.size - keep_count(g.size, (ratios or {}).get(group_key(g), sparsity),
-                                                             round_to)) for g in groups}
-
-
-def global_drops(groups: list[Group], scores: dict, sparsity: float, round_to: int) -> dict[int, list[int]]:
-    """Rank units of all groups together (scores normalised by each group's mean)."""
-    pooled = sorted((float(s) / (float(scores[g.id].mean()) + 1e-12), g.id, i)
-                    for g in groups for i, s in enumerate(scores[g.id]))
-    budget = math.floor(sparsity * sum(g.size for g in groups))
-    n_drop = {g.id: 0 for g in groups}
-    size = {g.id: g.size for g in groups}
-    for _, gid, _ in pooled:
-        if budget == 0:
-            break
-        if n_drop[gid] < size[gid] - 1:
-            n_drop[gid] += 1
-            budget -= 1
-    keep = {g.id: min(g.size, math.ceil((g.size - n_drop[g.id]) / round_to) * round_to) for g in groups}
-    return {g.id: _lowest(scores[g.id], g.size - keep[g.id]) for g in groups}
-
-
-def plan_from_drops(groups: list[Group], drops: dict[int, list[int]]) -> Plan:
-    """Turn units removed per group into tensor cuts for every member."""
-    plan = Plan()
-    for g in groups:
-        if drops.get(g.id):
-            for m in g.members:
-                plan.add_cut(m.tensor, m.dim, m.indices(drops[g.id]))
-    return plan
+def cut_units(plan: Plan, members: list, units: list[int]) -> None:
+    """Record in ``plan`` that ``units`` leave every one of ``members``."""
+    for m in members if units else []:
+        plan.add_cut(m.tensor, m.dim, m.indices(units))
 
 
 def unit_report(group: Group, scores: torch.Tensor, plan: Plan) -> UnitReport:

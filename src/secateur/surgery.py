@@ -121,3 +121,21 @@ def apply_cuts(model: nn.Module, cuts: dict[str, dict[int, list[int]]]) -> None:
                 touched.setdefault(m, per_group(m))
     for module, channels_per_group in touched.items():
         sync_module_attributes(module, channels_per_group)
+
+
+def add_bias(layer: nn.Module) -> None:
+    """Give a Linear (or a Hugging Face ``Conv1D``) a zero bias if it has none.
+
+    >>> layer = nn.Linear(3, 2, bias=False)
+    >>> add_bias(layer)
+    >>> layer.bias.tolist()
+    [0.0, 0.0]
+    """
+    if getattr(layer, "bias", None) is not None:
+        return
+    if not (isinstance(layer, nn.Linear) or hasattr(layer, "nf")):
+        raise PruningError(f"cannot add a bias to a {type(layer).__name__}; only Linear layers take one")
+    weight = stored(layer, "weight")
+    out = weight.shape[1] if hasattr(layer, "nf") else weight.shape[0]
+    layer.bias = nn.Parameter(torch.zeros(out, dtype=weight.dtype, device=weight.device),
+                              requires_grad=weight.requires_grad)

@@ -1,6 +1,7 @@
 """Importance criteria, one per module, found by name: ``magnitude``/``l2``, ``l1``, ``lamp``, ``fpgm``,
-``bn_scale``, ``taylor``, ``hessian``, ``activation``, ``random``. Every module of this package is
-imported here, so a new criterion is one new file (see ``docs/architecture.md``)."""
+``bn_scale``, ``taylor``, ``hessian``, ``activation``, ``minitron``, ``flap``, ``random``; for whole blocks
+``block_influence`` and ``angular``. Every module of this package is imported here, so a new criterion is
+one new file (see ``docs/architecture.md``)."""
 
 import importlib
 import pkgutil

@@ -21,4 +21,7 @@ class Activation(Criterion):
         norm = stats.get("input_norm")
         if norm is None or w.dim() < 2:
             return w
-        return w * norm.to(w.device).view(1, -1, *([1] * (w.dim() - 2)))
+        dim = int(stats.get("input_dim", 1))  # 0 for a Hugging Face Conv1D, stored (in, out)
+        shape = [1] * w.dim()
+        shape[dim] = -1
+        return w * norm.to(w.device).view(shape)

@@ -2,22 +2,27 @@
 
 A criterion says how much each weight matters (``saliency``, higher keeps) and how a unit of a
 coupled group is scored from the weights it spans (``unit_scores``; by default the criterion's
-``reduce`` of the unit's summed saliency). It lists the calibration statistics it ``needs``
-(``grad``, ``grad_sq``, ``input_norm``). A new criterion is one class in one file of this package,
-decorated with :func:`register_criterion`; recipes, the CLI and the tests find it by name.
+``reduce`` of the unit's summed saliency), how scores of different groups compare in a global
+ranking (``normalize``), and which whole blocks go first (``block_scores``, ``choose_blocks``; by
+default ShortGPT's block influence). It lists the calibration statistics it ``needs`` (``grad``,
+``grad_sq``, ``input_norm``, ``input_moments``). A new criterion is one class in one file of this
+package, decorated with :func:`register_criterion`; recipes, the CLI and the tests find it by name.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
 
 from ..errors import UnknownCriterionError
 from ..schema import Spec, build
+
+if TYPE_CHECKING:
+    from ..depth import BlockStats
 
 CRITERIA: dict[str, type[Criterion]] = {}
 Stats = Mapping[str, Mapping[str, torch.Tensor]]
@@ -36,6 +41,13 @@ class Criterion(Spec):
     name: ClassVar[str] = ""
     needs: ClassVar[frozenset[str]] = frozenset()
     units_only: ClassVar[bool] = False  # scores whole units only (no per-weight saliency)
+    blocks_only: ClassVar[bool] = False  # chooses whole blocks only (no unit scores)
+    contiguous: ClassVar[bool] = False  # chooses a run of consecutive blocks (one stack only)
+
+    @property
+    def compensates(self) -> bool:
+        """Whether pruning adds the removed inputs' mean contribution to the reading layers' biases."""
+        return False
 
     def saliency(self, weight: torch.Tensor, stats: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Importance of every element of ``weight`` (float32, same shape)."""
@@ -52,6 +64,18 @@ class Criterion(Spec):
     def unit_scores(self, group: GroupWeights) -> torch.Tensor:
         """One score per unit of a coupled group."""
         return self.reduce(group.total(self.saliency))
+
+    def normalize(self, scores: torch.Tensor) -> torch.Tensor:
+        """A group's unit scores made comparable with other groups' (global scope): over their mean."""
+        return scores / (scores.mean() + 1e-12)
+
+    def block_scores(self, blocks: BlockStats) -> torch.Tensor:
+        """One score per block of a stack, lowest removed first: ShortGPT's block influence by default."""
+        return blocks.influence()
+
+    def choose_blocks(self, blocks: BlockStats, count: int) -> list[int]:
+        """Indices of the ``count`` blocks of a stack to remove."""
+        return sorted(torch.argsort(self.block_scores(blocks), stable=True)[:count].tolist())
 
     @classmethod
     def describe(cls) -> str:
@@ -116,6 +140,19 @@ class GroupWeights:
         idx = torch.tensor(member.indices(list(range(self.size))), device=tensor.device)
         block = tensor.movedim(member.dim, 0).index_select(0, idx)
         return block.reshape(member.repeat, self.size, -1).transpose(0, 1).reshape(self.size, -1)
+
+    def unit_values(self, vector: torch.Tensor, member: Any) -> torch.Tensor:
+        """A per-position ``vector`` along the member's dim (e.g. an input feature statistic) as a
+        ``(units, positions)`` matrix."""
+        idx = torch.tensor(member.indices(list(range(self.size))), device=vector.device)
+        return vector.index_select(0, idx).reshape(member.repeat, self.size, -1).transpose(0, 1).reshape(self.size, -1)
+
+    def inputs(self, key: str) -> list[tuple[Any, torch.Tensor, torch.Tensor]]:
+        """``(member, tensor, statistic)`` for every member that reads the group as a layer's input features
+        and has the input statistic ``key`` (e.g. down_proj's columns, the FFN channels, with their variance)."""
+        return [(m, t, stats[key].float()) for m, t, _, stats in self.members
+                if m.role == "in" and key in stats and stats[key].numel() == t.shape[m.dim]
+                and int(stats.get("input_dim", m.dim)) == m.dim]
 
     def total(self, elementwise: Callable[[torch.Tensor, Mapping], torch.Tensor]) -> torch.Tensor:
         """Per unit, the sum of ``elementwise(tensor, stats)`` over every position it occupies."""

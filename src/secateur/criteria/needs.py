@@ -10,7 +10,10 @@ from ..errors import PruningError
 
 STATISTICS = {"grad": "gradients of the loss, summed over the calibration batches",
               "grad_sq": "mean squared gradients (a diagonal Fisher)",
-              "input_norm": "the L2 norm of every input feature of Linear and Conv layers"}
+              "input_norm": "the L2 norm of every input feature of Linear and Conv layers",
+              "input_mean": "the mean of every input feature of Linear and Conv layers (input_moments)",
+              "input_var": "the variance of every input feature of Linear and Conv layers (input_moments)",
+              "input_seq_abs": "the (batch L2, sequence mean) of |input| per feature (input_moments)"}
 
 
 def stat(stats: Mapping[str, torch.Tensor], key: str, criterion: str) -> torch.Tensor:

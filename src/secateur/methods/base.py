@@ -7,6 +7,7 @@ in a saved model's manifest (``to_dict`` carries a format ``version``; ``from_di
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -96,18 +97,24 @@ class Target(Spec):
         return "a target ({macs: F}, {params: F} or {latency: MS})"
 
     def to_value(self) -> dict[str, Any]:
+        """``{key: first field}`` when the other fields hold their defaults, else ``{key: {field: value}}``."""
         fields = self.fields_dict()
-        return {self.key: next(iter(fields.values())) if len(fields) == 1 else fields}
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        first = next(iter(fields))
+        plain = all(v == defaults[k] for k, v in fields.items() if k != first)
+        return {self.key: fields[first] if plain else fields}
 
     @classmethod
     def coerce(cls, value: Any, text: bool = False) -> Target:
-        """``{macs: 0.5}``, ``{params: 0.7}``, ``{latency: {ms: 3}}``, ``"macs=0.5"`` or a bare number
-        (a MACs fraction) into a target instance."""
+        """``{macs: 0.5}``, ``{params: 0.7}``, ``{params: {fraction: 0.7, embeddings: false}}``,
+        ``{latency: {ms: 3}}``, ``"macs=0.5"``, ``"params=0.7,embeddings=false"`` or a bare number (a MACs
+        fraction) into a target instance."""
         if isinstance(value, Target):
             return value
         if text and isinstance(value, str) and "=" in value:
             key, _, rest = value.partition("=")
-            value = {key.strip(): rest.strip()}
+            first, *options = (p.strip() for p in rest.split(","))
+            value = {key.strip(): {"": first, **dict(o.split("=", 1) for o in options if "=" in o)}}
         if isinstance(value, Mapping) and len(value) == 1:
             key, inner = next(iter(value.items()))
             kinds = {t.key: t for t in (Macs, Params, Latency)}
@@ -115,7 +122,10 @@ class Target(Spec):
                 raise InvalidParameterError(f"unknown target {key!r}; choose macs, params or latency")
             target = kinds[key]
             first = next(iter(target.__dataclass_fields__))
-            return build(target, inner if isinstance(inner, Mapping) else {first: inner}, text=text)
+            inner = dict(inner) if isinstance(inner, Mapping) else {first: inner}
+            if "" in inner:
+                inner[first] = inner.pop("")
+            return build(target, inner, text=text)
         if cls is not Target:
             raise InvalidParameterError(f"{value!r} is not a {cls.key} target")
         raise InvalidParameterError(f"{value!r} is not a target; write {{macs: 0.5}}, {{params: 0.5}}, "
@@ -135,9 +145,15 @@ class Macs(Target):
 
 @dataclass(frozen=True)
 class Params(Target):
-    """Target: keep this fraction of the dense model's parameters."""
+    """Target: keep this fraction of the dense model's parameters; ``embeddings=False`` counts only the
+    parameters outside embedding tables (the "non-embedding parameters" of language-model papers).
+
+    >>> Params(0.8, embeddings=False).to_value()
+    {'params': {'fraction': 0.8, 'embeddings': False}}
+    """
 
     fraction: float
+    embeddings: bool = True
     key: ClassVar[str] = "params"
 
     def validate(self) -> None:

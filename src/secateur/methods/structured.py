@@ -11,6 +11,9 @@ from .base import Latency, Macs, Method, Params, Scope, Target, check_fraction, 
 
 Unit = Literal["channels", "heads", "hidden", "groups", "blocks"]
 UNITS: tuple[str, ...] = Unit.__args__
+# The default criterion of a causal language model pruned with calibration data (the best one-shot criterion in
+# docs/benchmarks.md, "Structured compression of SmolLM2"); other models default to magnitude.
+LM_CRITERION = "flap"
 
 
 @register_method
@@ -21,13 +24,21 @@ class Structured(Method):
     Give ``sparsity`` (the fraction of each coupled group's units removed), per-group ``ratios``, or a
     ``target`` (:class:`Macs`, :class:`Params` or :class:`Latency`; a bare float means MACs).
     ``units`` restricts what is removed: ``"channels"`` (conv channels, neurons, FFN width), ``"heads"``
-    (attention heads; key-value groups under GQA), ``"hidden"`` (a transformer's residual stream),
-    ``"groups"`` (groups of grouped convs and GroupNorm) and ``"blocks"`` (whole residual blocks, by
-    block influence); None means every unit but blocks, which are opt-in. ``round_to`` keeps unit
-    counts at multiples of it; ``ignore`` holds module-name patterns (fnmatch) whose outputs stay;
-    ``ratios`` maps group keys (:func:`secateur.group_key`, shown by ``secateur.analyze``) to their own
-    sparsity; ``criterion`` scores units (a name or a criterion object; None: ``activation`` for causal
-    language models given calibration data, else ``magnitude``).
+    (attention heads; query heads inside key-value groups under GQA), ``"hidden"`` (a transformer's
+    residual stream), ``"groups"`` (groups of grouped convs and GroupNorm) and ``"blocks"`` (whole
+    residual blocks, as the criterion's ``choose_blocks`` says: ShortGPT's block influence unless it is
+    ``angular``); None means every unit but blocks, which are opt-in. Blocks take ``sparsity`` (a
+    fraction of each stack) or, alone, a ``Params``/``Macs`` target (the fewest blocks that reach it).
+
+    ``round_to`` keeps channel counts at multiples of it. Heads are rounded to the nearest count the
+    attention layout allows (under grouped-query attention every key-value group keeps as many query
+    heads as the others); heads named in ``units`` that a fraction leaves untouched raise an error that
+    says why. ``ignore`` holds module-name patterns (fnmatch) whose outputs stay; ``ratios`` maps group
+    keys (:func:`secateur.group_key`, shown by ``secateur.analyze``) to their own sparsity.
+    ``criterion`` scores units (a name or a criterion object; None: ``magnitude``, or ``LM_CRITERION``
+    for a causal language model given calibration data). ``scope="layer"`` gives every layer the same
+    width (a Hugging Face config can express it); ``scope="global"`` ranks units of all layers together
+    (non-uniform widths, FLAP's adaptive structure; a target then budgets the parameters each unit holds).
 
     >>> Structured(target=0.5).target
     Macs(fraction=0.5)
@@ -58,11 +69,21 @@ class Structured(Method):
             raise InvalidParameterError("units=() selects nothing; omit it or name units such as ('channels',)")
         if self.round_to < 1:
             raise InvalidParameterError(f"round_to={self.round_to} must be a positive integer, e.g. 8")
-        if self.units and "blocks" in self.units and self.sparsity is None:
-            raise InvalidParameterError("blocks are removed with sparsity= (a fraction of each stack), not target=")
+        self._check_blocks()
         check_patterns("ignore", self.ignore)
-        if self.criterion is not None:
-            get_criterion(self.criterion)
+
+    def _check_blocks(self) -> None:
+        blocks = bool(self.units and "blocks" in self.units)
+        if blocks and self.target is not None and (self.width_units or isinstance(self.target, Latency)):
+            raise InvalidParameterError("a target with blocks is met by blocks alone (units=('blocks',)) and counts "
+                                        "params or MACs; to combine depth and width, prune twice: blocks first, then "
+                                        "width units, each with its own target")
+        if blocks and self.ratios:
+            raise InvalidParameterError("ratios= sets widths of coupled groups; blocks take sparsity= or a target=")
+        criterion = get_criterion(self.criterion) if self.criterion is not None else None
+        if criterion is not None and criterion.blocks_only and self.width_units != ():
+            raise InvalidParameterError(f"criterion {criterion.name!r} chooses whole blocks only; use it with "
+                                        "units=('blocks',), or pick a unit criterion (flap, minitron, taylor, ...)")
 
     @property
     def width_units(self) -> tuple[str, ...] | None:
@@ -70,4 +91,4 @@ class Structured(Method):
         return None if self.units is None else tuple(u for u in self.units if u != "blocks")
 
 
-__all__ = ["UNITS", "Latency", "Macs", "Params", "Structured"]
+__all__ = ["LM_CRITERION", "UNITS", "Latency", "Macs", "Params", "Structured"]
