@@ -1,0 +1,50 @@
+"""Every call the sweep makes into secateur: the one place to change when secateur's API moves."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+from torch import nn
+
+import secateur as sc
+from secateur.analyze import analyze as _analyze
+
+from .outcome import BROKEN, CAPTURE, CRASH, NOTHING
+
+TOOL = "secateur"
+
+
+def analyze(model: nn.Module, inputs: dict) -> dict:
+    """Prunable groups, all groups, the most common reason a group is skipped, and the ops not understood."""
+    report = _analyze(model, inputs)
+    reasons = Counter(g.skipped for g in report.groups if g.skipped)
+    return {"prunable": len(report.prunable), "groups": len(report.groups),
+            "reason": reasons.most_common(1)[0][0] if reasons else "", "unknown_ops": report.unknown_ops[:5]}
+
+
+def prune50(model: nn.Module, inputs: dict) -> None:
+    """Structured pruning at 50% on the default units, in place."""
+    sc.prune(model, sc.Structured(sparsity=0.5), example_inputs=inputs)
+
+
+def classify(exc: BaseException) -> str:
+    """The outcome class of an exception raised by ``analyze`` or ``prune50``."""
+    if isinstance(exc, sc.GraphCaptureError):
+        return CAPTURE
+    if isinstance(exc, sc.PruningError) and ("no prunable groups" in str(exc) or "removes nothing" in str(exc)):
+        return NOTHING
+    return BROKEN if isinstance(exc, sc.SecateurError) else CRASH
+
+
+def save_load(model: nn.Module, make: Callable[[], nn.Module], directory: Path) -> nn.Module:
+    """Save the pruned model and load it back onto a fresh dense instance from ``make``."""
+    sc.save(model, directory)
+    return sc.load(directory, base=make)
+
+
+def config_complete(directory: Path) -> bool:
+    """Whether the saved Hugging Face config expresses every pruned shape (so ``from_pretrained`` should work)."""
+    return bool(json.loads((directory / "manifest.json").read_text()).get("hf_config_complete"))
