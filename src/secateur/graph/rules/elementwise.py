@@ -7,9 +7,10 @@ from typing import TYPE_CHECKING
 from torch import fx
 
 from ..table import RuleTable
+from .common import broadcast
 
 if TYPE_CHECKING:
-    from ..walk import ParamRef, Value, Walk
+    from ..walk import Value, Walk
 
 _UNARY = ("relu", "relu_", "gelu", "gelu_", "silu", "silu_", "sigmoid", "tanh", "hardtanh", "hardtanh_",
           "hardswish", "hardswish_", "hardsigmoid", "leaky_relu", "elu", "softplus", "mish", "neg", "exp", "log",
@@ -29,33 +30,4 @@ def _unary(walk: Walk, node: fx.Node) -> Value:
     return dict(walk.value(node.args[0]))
 
 
-def _broadcast(walk: Walk, node: fx.Node) -> Value:
-    """Tensors meeting on one output dim share its channels; a parameter there becomes a member."""
-    out_shape = walk.shape(node)
-    out: Value = {}
-    pending: list[tuple[int, ParamRef, int]] = []
-    untracked: set[int] = set()
-    for arg in (a for a in node.args if isinstance(a, fx.Node)):
-        shape = walk.shape(arg)
-        if shape is None:
-            continue
-        shift, value, ref = len(out_shape) - len(shape), walk.value(arg), walk.param(arg)
-        for d, size in enumerate(shape):
-            od, segs = d + shift, value.get(d)
-            if size == 1 and out_shape[od] != 1:
-                walk.block(segs, f"{walk.label(node)} broadcasts that dim")
-            elif segs is not None:
-                out[od] = walk.tie(out[od], segs, node) if od in out else segs
-            elif ref is not None and ref.dims[d] is not None:
-                pending.append((od, ref, ref.dims[d]))
-            elif size > 1:
-                untracked.add(od)
-    for od in untracked & out.keys():
-        walk.block(out.pop(od), f"{walk.label(node)} meets an untracked tensor")
-    for od, ref, pdim in pending:
-        if od in out:
-            walk.member(out[od], ref.name, pdim, "norm")
-    return out
-
-
-ELEMENTWISE = RuleTable([(_UNARY, _unary), (_BROADCAST, _broadcast)])
+ELEMENTWISE = RuleTable([(_UNARY, _unary), (_BROADCAST, broadcast)])

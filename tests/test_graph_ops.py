@@ -1,0 +1,54 @@
+"""Coupling of ops the architecture sweep (benchmarks/sweep.py) found mishandled, each on a small module."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+import secateur as sc
+from secateur.graph import capture
+
+
+class TwoBranches(nn.Module):
+    """Two Linear branches joined by ``join``, then a Linear back to 4 features."""
+
+    def __init__(self, join) -> None:
+        super().__init__()
+        self.a, self.b, self.out = nn.Linear(4, 8), nn.Linear(4, 8), nn.Linear(8, 4)
+        self.join = join
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.join(self.a(x), self.b(x)))
+
+
+def _groups(model: nn.Module, x: torch.Tensor) -> list[str]:
+    return sorted(g.describe() for g in capture(model, (x,)).prunable)
+
+
+def test_max_of_two_tensors_ties_them_like_maximum():
+    """``torch.max(a, b)`` (aten ``max.other``, T5's relative buckets) is element-wise: it crashed the walk."""
+    x = torch.randn(2, 4)
+    expected = _groups(TwoBranches(torch.maximum), x)
+    assert expected == ["a.out => b.out => out.in"]
+    assert _groups(TwoBranches(torch.max), x) == expected
+    assert _groups(TwoBranches(torch.min), x) == expected
+
+
+class MaxOverDim(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.out = nn.Linear(4, 8), nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        values, _ = self.a(x).max(dim=1)  # (B, T, 8) -> (B, 8): values and indices
+        return self.out(values)
+
+
+def test_max_over_a_dim_gives_values_and_indices_that_keep_channels():
+    model, x = MaxOverDim(), torch.randn(2, 5, 4)
+    assert _groups(model, x) == ["a.out => out.in"]
+    before = model(x)
+    result = sc.prune(model, sc.Structured(sparsity=0.5), example_inputs=x)
+    assert result.params_after == 4 * 4 + 4 + 4 * 4 + 4
+    assert model(x).shape == before.shape
+
