@@ -52,3 +52,22 @@ def test_max_over_a_dim_gives_values_and_indices_that_keep_channels():
     assert result.params_after == 4 * 4 + 4 + 4 * 4 + 4
     assert model(x).shape == before.shape
 
+
+def test_a_config_that_misses_a_pruned_size_is_not_called_complete(tmp_path):
+    """T5 keeps its FFN width in ``d_ff``, which secateur does not write: the manifest must not promise
+    that ``from_pretrained`` rebuilds the pruned shapes (it failed with size mismatches), and load still works."""
+    import json
+
+    from transformers import T5Config, T5EncoderModel
+
+    def t5():
+        torch.manual_seed(0)
+        return T5EncoderModel(T5Config(vocab_size=100, d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4)).eval()
+
+    model, ids = t5(), {"input_ids": torch.randint(0, 100, (2, 8))}
+    sc.prune(model, sc.Structured(sparsity=0.5), example_inputs=ids)
+    sc.save(model, tmp_path)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["hf_config_complete"] is False
+    assert manifest["hf_config_unexpressed"][0].startswith("shapes (encoder.block.0.layer.1.DenseReluDense.wi")
+    assert torch.equal(sc.load(tmp_path, base=t5)(**ids)[0], model(**ids)[0])

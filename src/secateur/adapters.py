@@ -7,6 +7,9 @@ shapes from. Both are updated here so users never edit them by hand.
 
 from __future__ import annotations
 
+import copy
+
+import torch
 from torch import nn
 
 
@@ -83,4 +86,17 @@ def update_config(model: nn.Module) -> list[str]:
         for field_name in fields:
             if value is not None:
                 setattr(config, field_name, value)
-    return unexpressed
+    return unexpressed or _rebuild_mismatch(model)
+
+
+def _rebuild_mismatch(model: nn.Module) -> list[str]:
+    """``["shapes (names)"]`` when the model class, built from the updated config on the meta device, would
+    not have the pruned shapes (a config field secateur does not know, such as T5's ``d_ff``); else ``[]``."""
+    try:
+        with torch.device("meta"):
+            fresh = type(model)(copy.deepcopy(model.config))
+    except Exception:  # a model class that is not built from its config alone: nothing to check
+        return []
+    theirs = {n: p.shape for n, p in fresh.named_parameters()}
+    wrong = [n for n, p in model.named_parameters() if n in theirs and theirs[n] != p.shape]
+    return [f"shapes ({', '.join(wrong[:3])}{', ...' if len(wrong) > 3 else ''})"] if wrong else []
