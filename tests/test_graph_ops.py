@@ -71,3 +71,27 @@ def test_a_config_that_misses_a_pruned_size_is_not_called_complete(tmp_path):
     assert manifest["hf_config_complete"] is False
     assert manifest["hf_config_unexpressed"][0].startswith("shapes (encoder.block.0.layer.1.DenseReluDense.wi")
     assert torch.equal(sc.load(tmp_path, base=t5)(**ids)[0], model(**ids)[0])
+
+
+class WeightDotT(nn.Module):
+    """Falcon's Linear: ``x @ self.weight.T + self.bias`` (aten ``numpy_T``, then ``matmul``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 8), nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(x @ self.a.weight.T + self.a.bias)
+        return h @ self.b.weight.T + self.b.bias
+
+
+def test_matmul_with_a_transposed_weight_is_a_linear_layer():
+    """Falcon had nothing prunable: ``weight.T`` had no rule, so every layer looked like a computed weight."""
+    model, x = WeightDotT(), torch.randn(2, 4)
+    assert _groups(model, x) == ["a.out => a => b.in"]  # a.bias joins through the add
+    with torch.no_grad():  # zero the 4 channels that magnitude pruning removes: outputs must not change
+        model.a.weight[4:] = 0
+        model.a.bias[4:] = 0
+    before = model(x)
+    assert sc.prune(model, sc.Structured(sparsity=0.5), example_inputs=x).params_after == 4 * 4 + 4 + 3 * 4 + 3
+    assert torch.allclose(model(x), before, atol=1e-6)

@@ -123,6 +123,11 @@ def _transpose(walk: Walk, node: fx.Node) -> Value:
     return _move_dims(walk, node, order)
 
 
+def _reverse(walk: Walk, node: fx.Node) -> Value:
+    """``x.T`` (aten ``numpy_T``): every dim reversed; for a weight, a plain transpose."""
+    return _move_dims(walk, node, list(reversed(range(len(walk.shape(node))))))
+
+
 def _expand(walk: Walk, node: fx.Node) -> Value:
     """Broadcast dims are added in front; the tracked dims keep their channels."""
     a, b = walk.shape(node.args[0]), walk.shape(node)
@@ -136,5 +141,6 @@ LAYOUT = RuleTable([
     (("view", "reshape", "_unsafe_view", "flatten", "unflatten", "squeeze", "unsqueeze", "view_as"), _reshape),
     ("permute", _permute),
     (("transpose", "t", "swapaxes"), _transpose),
+    ("numpy_T", _reverse),
     (("expand", "expand_as"), _expand),
 ])
