@@ -12,6 +12,7 @@ the first one the dense model runs on is kept.
 
 from __future__ import annotations
 
+import copy
 import inspect
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -71,7 +72,7 @@ def factory(model_type: str, variant: str = "small") -> Callable[[], torch.nn.Mo
 
     def make() -> torch.nn.Module:
         torch.manual_seed(0)
-        return cls(config).float().eval()
+        return cls(copy.deepcopy(config)).float().eval()  # pruning rewrites model.config: never share it
 
     return make
 
