@@ -95,3 +95,30 @@ def test_matmul_with_a_transposed_weight_is_a_linear_layer():
     before = model(x)
     assert sc.prune(model, sc.Structured(sparsity=0.5), example_inputs=x).params_after == 4 * 4 + 4 + 3 * 4 + 3
     assert torch.allclose(model(x), before, atol=1e-6)
+
+
+def test_a_config_with_per_layer_fields_is_read_without_crashing():
+    """Per-layer Hugging Face configs raise (not AttributeError) on a global read of a per-layer field;
+    ``update_config`` crashed inside ``prune`` on EmbeddingGemma2. Such a field is simply not expressible."""
+    from secateur.adapters import update_config
+
+    class PerLayerConfig:
+        hidden_size = 8
+
+        def to_dict(self) -> dict:
+            return {}
+
+        def __getattr__(self, name: str):
+            if name in ("num_key_value_heads", "head_dim"):
+                raise LookupError(f"{name!r} is a per-layer attribute")
+            raise AttributeError(name)
+
+    class Attention(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.q_proj, self.k_proj, self.head_dim = nn.Linear(8, 8), nn.Linear(8, 4), 2
+
+    model = nn.Sequential(Attention())
+    model.config = PerLayerConfig()
+    assert update_config(model) == []  # a field it cannot read is one it does not check: no crash
+    assert vars(model.config) == {"head_dim": 2}  # the head size the modules use is written

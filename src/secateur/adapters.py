@@ -56,6 +56,14 @@ _CONFIG_FIELDS = {"heads": ("num_attention_heads", "n_head"), "kv_heads": ("num_
                   "ffn": ("intermediate_size", "n_inner")}
 
 
+def _read(config: object, name: str, default: object = None) -> object:
+    """``config.name`` or ``default``; per-layer configs raise on a global read of a per-layer field."""
+    try:
+        return getattr(config, name, default)
+    except Exception:  # transformers' AmbiguousGlobalPerLayerAttributeError is not an AttributeError
+        return default
+
+
 def update_config(model: nn.Module) -> list[str]:
     """Write new sizes into ``model.config`` where it can express them; return the sizes it cannot
     (they vary by layer, or the config derives them). ``from_pretrained`` rebuilds the model only when
@@ -63,25 +71,24 @@ def update_config(model: nn.Module) -> list[str]:
     config = getattr(model, "config", None)
     if config is None or not hasattr(config, "to_dict"):
         return []
-    if hasattr(config, "head_dim") or any(hasattr(m, "q_proj") and hasattr(m, "head_dim") for m in model.modules()):
-        head_dim = next((m.head_dim for m in model.modules() if hasattr(m, "q_proj") and hasattr(m, "head_dim")), None)
-        if head_dim is not None:
-            config.head_dim = head_dim
+    head_dim = next((m.head_dim for m in model.modules() if hasattr(m, "q_proj") and hasattr(m, "head_dim")), None)
+    if head_dim is not None:
+        config.head_dim = head_dim
     try:
         embeddings = model.get_input_embeddings()
     except (AttributeError, NotImplementedError):  # vision models have none
         embeddings = None
     for field_name in ("hidden_size", "n_embd", "dim", "d_model"):
-        if isinstance(embeddings, nn.Embedding) and getattr(config, field_name, None) is not None:
+        if isinstance(embeddings, nn.Embedding) and _read(config, field_name) is not None:
             setattr(config, field_name, embeddings.embedding_dim)
             break
     unexpressed = []
     for key, values in _layer_sizes(model).items():
         value = _uniform(values)
-        fields = [f for f in _CONFIG_FIELDS[key] if getattr(config, f, None) is not None]
-        if key in ("heads", "kv_heads") and getattr(config, "head_dim", None) is None:
+        fields = [f for f in _CONFIG_FIELDS[key] if _read(config, f) is not None]
+        if key in ("heads", "kv_heads") and _read(config, "head_dim") is None:
             fields = []  # head size is derived as hidden / heads here: a new head count is not expressible
-        if values and (value is None or not fields) and value != getattr(config, _CONFIG_FIELDS[key][0], value):
+        if values and (value is None or not fields) and value != _read(config, _CONFIG_FIELDS[key][0], value):
             unexpressed.append(key)
         for field_name in fields:
             if value is not None:
