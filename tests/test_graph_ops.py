@@ -122,3 +122,36 @@ def test_a_config_with_per_layer_fields_is_read_without_crashing():
     model.config = PerLayerConfig()
     assert update_config(model) == []  # a field it cannot read is one it does not check: no crash
     assert vars(model.config) == {"head_dim": 2}  # the head size the modules use is written
+
+
+class _Config:
+    """A stand-in for a Hugging Face config: attributes and ``to_dict``."""
+
+    def __init__(self, **fields) -> None:
+        self.__dict__.update(fields)
+
+    def to_dict(self) -> dict:
+        return dict(vars(self))
+
+
+class _Cache:
+    """An output object that no tracer knows (like transformers' DynamicCache)."""
+
+
+class CachingVlm(nn.Module):
+    """Returns a cache unless told ``use_cache=False``, which only a nested config asks for (ColPali's
+    ``vlm_config``); ``use_cache`` reaches forward through ``**kwargs``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.config = _Config(vlm_config=_Config(use_cache=True))
+        self.a, self.b = nn.Linear(4, 8), nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor, **kwargs) -> tuple:
+        h = self.b(torch.relu(self.a(x)))
+        return (h, _Cache()) if kwargs.get("use_cache", True) else (h,)
+
+
+def test_use_cache_is_turned_off_when_a_nested_config_asks_for_a_cache():
+    """Glm4v, ColPali: the cache in the output made capture fail; the flag lives on a nested config."""
+    assert _groups(CachingVlm(), torch.randn(2, 4)) == ["a.out => b.in"]
