@@ -155,3 +155,17 @@ class CachingVlm(nn.Module):
 def test_use_cache_is_turned_off_when_a_nested_config_asks_for_a_cache():
     """Glm4v, ColPali: the cache in the output made capture fail; the flag lives on a nested config."""
     assert _groups(CachingVlm(), torch.randn(2, 4)) == ["a.out => b.in"]
+
+
+def test_a_rule_that_fails_blocks_what_its_op_reads_and_says_why():
+    """Never a crash inside the engine: the op is reported by name, with the rule's error, and its channels kept."""
+    from secateur.graph import RuleTable
+
+    def broken(walk, node):
+        raise TypeError("'Node' object is not iterable")
+
+    graph = capture(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)), (torch.randn(1, 4),),
+                    rules=RuleTable({"relu": broken}))
+    assert graph.prunable == []
+    assert graph.unknown_ops == ["relu: a coupling rule that failed on this call (TypeError: 'Node' object is not "
+                                 "iterable)"]
