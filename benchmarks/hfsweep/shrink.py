@@ -73,6 +73,7 @@ STAGE_WIDTHS = ("hidden_sizes", "embed_dims", "embed_dim", "hidden_dims", "dims"
                 "encoder_hidden_sizes", "conv_dim", "tdnn_dim")
 STAGE_HEADS = ("num_heads", "num_attention_heads", "num_attention_heads_per_stage", "attention_heads")
 FALSE = ("use_timm_backbone", "use_pretrained_backbone")
+FIXED = {"attention_type": ("block_sparse", "original_full")}  # BigBird: no block-sparse attention on 8 tokens
 LAYER_COUNT = ("num_hidden_layers", "num_layers", "n_layer", "n_layers")
 INDEX_LISTS = ("_layers", "_indexes", "_idxs", "_indices", "_layer_ids")
 TOKENS = ("pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id")
@@ -167,6 +168,8 @@ def changes_for(fields: dict, sizes: Sizes, moved: dict[int, int]) -> dict[str, 
             changes[name] = shrink_dict(value, sizes, moved)
         elif name in FALSE and value:
             changes[name] = False
+        elif name in FIXED and value == FIXED[name][0]:
+            changes[name] = FIXED[name][1]
         elif declared is not None and name not in declared:
             continue
         elif _is_int(value) and (new := _scalar(name, value, fields, sizes)) is not None and new != value:
