@@ -96,14 +96,55 @@ def update_config(model: nn.Module) -> list[str]:
     return unexpressed or _rebuild_mismatch(model)
 
 
-def _rebuild_mismatch(model: nn.Module) -> list[str]:
-    """``["shapes (names)"]`` when the model class, built from the updated config on the meta device, would
-    not have the pruned shapes (a config field secateur does not know, such as T5's ``d_ff``); else ``[]``."""
+def _mismatches(model: nn.Module, config: object) -> dict[str, tuple] | None:
+    """Parameters whose shape differs in the model class built from ``config`` on the meta device:
+    name -> (built shape, actual shape); None when the class cannot be built from a config alone."""
     try:
         with torch.device("meta"):
-            fresh = type(model)(copy.deepcopy(model.config))
-    except Exception:  # a model class that is not built from its config alone: nothing to check
-        return []
-    theirs = {n: p.shape for n, p in fresh.named_parameters()}
-    wrong = [n for n, p in model.named_parameters() if n in theirs and theirs[n] != p.shape]
-    return [f"shapes ({', '.join(wrong[:3])}{', ...' if len(wrong) > 3 else ''})"] if wrong else []
+            fresh = type(model)(copy.deepcopy(config))
+    except Exception:  # not a Hugging Face-style class: nothing to check
+        return None
+    theirs = {n: tuple(p.shape) for n, p in fresh.named_parameters()}
+    return {n: (theirs[n], tuple(p.shape)) for n, p in model.named_parameters()
+            if n in theirs and theirs[n] != tuple(p.shape)}
+
+
+def _int_fields(config: object, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], int]]:
+    """Every integer field of ``config`` and of its nested configs, as (attribute path, value)."""
+    out = []
+    for key, value in vars(config).items():
+        if hasattr(value, "to_dict") and len(path) < 3:
+            out += _int_fields(value, (*path, key))
+        elif isinstance(value, int) and not isinstance(value, bool):
+            out.append(((*path, key), value))
+    return out
+
+
+def _set(config: object, path: tuple[str, ...], value: int) -> None:
+    for key in path[:-1]:
+        config = getattr(config, key)
+    setattr(config, path[-1], value)
+
+
+def _better_field(model: nn.Module, wrong: dict[str, tuple]) -> tuple[tuple[str, ...], int, dict] | None:
+    """A config field holding a dense size that a cut changed, whose new value leaves fewer mismatches."""
+    sizes = {(a, b) for built, actual in wrong.values() for a, b in zip(built, actual, strict=True) if a != b}
+    for path, value in _int_fields(model.config):
+        for new in sorted(b for a, b in sizes if a == value):
+            trial = copy.deepcopy(model.config)
+            _set(trial, path, new)
+            after = _mismatches(model, trial)
+            if after is not None and len(after) < len(wrong) and set(after) <= set(wrong):
+                return path, new, after
+    return None
+
+
+def _rebuild_mismatch(model: nn.Module) -> list[str]:
+    """Fit config fields secateur has no name for (T5's ``d_ff``, Falcon's ``ffn_hidden_size``): while the class
+    built from the config (meta device) lacks the pruned shapes, set a field that held a changed dense size to
+    the new size if that fits better. Returns ``["shapes (names)"]`` for what still does not fit, else ``[]``."""
+    wrong = _mismatches(model, model.config)
+    while wrong and (found := _better_field(model, wrong)) is not None:
+        path, new, wrong = found
+        _set(model.config, path, new)
+    return [f"shapes ({', '.join(list(wrong)[:3])}{', ...' if len(wrong) > 3 else ''})"] if wrong else []
