@@ -80,8 +80,8 @@ def check_reload(record: Record, tool, model: nn.Module, make, inputs: dict, exp
 
 
 def _pretrained(model: nn.Module, folder: Path, inputs: dict, expected: list) -> str:
-    if not with_secateur.config_complete(folder):
-        return "config cannot express the pruned shapes"
+    if gaps := with_secateur.config_gaps(folder):
+        return f"config cannot express: {', '.join(gaps)}"
     model.save_pretrained(folder / "hf")
     again = type(model).from_pretrained(folder / "hf").float().eval()
     if (g := gap(outputs(again, inputs), expected)) > EXACT:

@@ -45,6 +45,7 @@ def save_load(model: nn.Module, make: Callable[[], nn.Module], directory: Path) 
     return sc.load(directory, base=make)
 
 
-def config_complete(directory: Path) -> bool:
-    """Whether the saved Hugging Face config expresses every pruned shape (so ``from_pretrained`` should work)."""
-    return bool(json.loads((directory / "manifest.json").read_text()).get("hf_config_complete"))
+def config_gaps(directory: Path) -> list[str]:
+    """The pruned sizes the saved Hugging Face config cannot express (empty: ``from_pretrained`` should work)."""
+    manifest = json.loads((directory / "manifest.json").read_text())
+    return [] if manifest.get("hf_config_complete") else manifest.get("hf_config_unexpressed") or ["unknown"]
