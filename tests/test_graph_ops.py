@@ -1,4 +1,4 @@
-"""Coupling of ops the architecture sweep (benchmarks/sweep.py) found mishandled, each on a small module."""
+"""Failures the architecture sweep (benchmarks/sweep.py) found, each reproduced on a small module."""
 
 from __future__ import annotations
 
@@ -162,3 +162,15 @@ def test_a_rule_that_fails_blocks_what_its_op_reads_and_says_why():
     assert graph.prunable == []
     assert graph.unknown_ops == ["relu: a coupling rule that failed on this call (TypeError: 'Node' object is not "
                                  "iterable)"]
+
+
+def test_weight_norm_parametrization_is_counted_by_its_own_parameters():
+    """HuBERT's positional conv has ``weight_norm`` as a parametrization (``original0``, ``original1``);
+    counting non-zero parameters assumed every parametrized weight was a secateur mask and crashed."""
+    from secateur.counting import count_nonzero_params, count_params
+
+    conv = nn.utils.parametrizations.weight_norm(nn.Conv1d(4, 6, 3), dim=2)
+    with torch.no_grad():
+        conv.bias[:2] = 0
+    assert count_params(conv) == 6 + 3 + 6 * 4 * 3  # bias, g (one per kernel position), v
+    assert count_nonzero_params(conv) == count_params(conv) - 2
