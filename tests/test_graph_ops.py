@@ -174,3 +174,65 @@ def test_weight_norm_parametrization_is_counted_by_its_own_parameters():
         conv.bias[:2] = 0
     assert count_params(conv) == 6 + 3 + 6 * 4 * 3  # bias, g (one per kernel position), v
     assert count_nonzero_params(conv) == count_params(conv) - 2
+
+
+class FusedExperts(nn.Module):
+    """Mixtral's experts in transformers 5: 3-D weights indexed by expert (``w[e]``), tokens routed by
+    ``topk``, outputs written back with ``index_add_`` into ``zeros_like(hidden)``."""
+
+    def __init__(self, experts: int = 3, hidden: int = 8, inner: int = 6) -> None:
+        super().__init__()
+        self.router = nn.Linear(hidden, experts, bias=False)
+        self.gate_up = nn.Parameter(torch.randn(experts, 2 * inner, hidden) / 3)
+        self.down = nn.Parameter(torch.randn(experts, hidden, inner) / 3)
+        self.inp, self.out = nn.Linear(4, hidden), nn.Linear(hidden, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.inp(x)
+        weights, chosen = torch.softmax(self.router(h), -1).topk(1, dim=-1)
+        mixed = torch.zeros_like(h)
+        for e in range(self.gate_up.shape[0]):
+            tokens = torch.where(chosen[:, 0] == e)[0]
+            gate, up = nn.functional.linear(h[tokens], self.gate_up[torch.tensor(e)]).chunk(2, dim=-1)
+            y = nn.functional.linear(torch.relu(gate) * up, self.down[torch.tensor(e)]) * weights[tokens]
+            mixed.index_add_(0, tokens, y)
+        return self.out(h + mixed)
+
+
+def test_fused_moe_experts_prune_the_inner_width_of_every_expert():
+    """MoE models had nothing prunable past their experts ('read by index ... no coupling rule')."""
+    torch.manual_seed(0)
+    model, x = FusedExperts(), torch.randn(12, 4)
+    members = [sorted({(m.tensor, m.dim) for m in g.members}) for g in capture(model, (x,)).prunable]
+    assert [("down", 2), ("gate_up", 1)] in members  # gate and up halves tied, and the down projection's input
+    assert [("down", 1), ("gate_up", 2), ("inp.bias", 0), ("inp.weight", 0), ("out.weight", 1),
+            ("router.weight", 1)] in members  # the hidden width, through every expert
+    with torch.no_grad():  # inner channels 3..5 of every expert contribute nothing: removing them is exact
+        model.gate_up[:, 3:6] = 0
+        model.gate_up[:, 9:12] = 0
+        model.down[:, :, 3:6] = 0
+    before = model(x)
+    sc.prune(model, sc.Structured(sparsity=0.5, ignore=("inp", "router")), example_inputs=x)
+    assert tuple(model.gate_up.shape) == (3, 6, 8) and tuple(model.down.shape) == (3, 8, 3)
+    assert torch.allclose(model(x), before, atol=1e-6)
+
+
+class Mixed(nn.Module):
+    """stack, glu, repeat_interleave and a vector norm over the channels of Linear layers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.c = nn.Linear(4, 8), nn.Linear(4, 8), nn.Linear(4, 6)
+        self.d, self.e = nn.Linear(8, 4), nn.Linear(12, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        stacked = torch.stack([self.a(x), self.b(x)], dim=1).sum(1)  # a and b meet channel by channel
+        gated = nn.functional.glu(stacked, dim=-1)  # halves of the a/b space tied
+        norm = torch.linalg.vector_norm(self.c(x), dim=0)  # reduces the batch dim: channels pass
+        wide = self.c(x).repeat_interleave(2, dim=-1) * norm.repeat_interleave(2)
+        return self.d(torch.cat([gated, gated], -1)) + self.e(wide)
+
+
+def test_stack_glu_repeat_interleave_and_vector_norm_keep_channels():
+    groups = _groups(Mixed(), torch.randn(3, 4))
+    assert groups == ["a.out => b.out => d.in", "c.out => e.in"]

@@ -53,11 +53,22 @@ def _make_fx_graph(model: nn.Module, args: tuple, kwargs: dict) -> tuple[fx.Grap
     for mode in ("fake", "real"):  # fake is fastest; real runs code that reads tensor values
         try:
             gm = make_fx(run, tracing_mode=mode, pre_dispatch=True)(params, tuple(args), tensors)
+            if mode == "fake" and _data_dependent(gm):
+                continue  # sizes that depend on values (MoE routing): trace again with real tensors
             placeholders = [n.target for n in gm.graph.nodes if n.op == "placeholder"]
             return gm, dict(zip(placeholders, params, strict=False))
         except Exception as exc:  # noqa: PERF203  (fall through to the next capture)
             error = exc
     raise error
+
+
+def _data_dependent(gm: fx.GraphModule) -> bool:
+    """Whether a traced graph has sizes that depend on tensor values (symbols rules cannot compare)."""
+    for node in gm.graph.nodes:
+        val = node.meta.get("val")
+        if isinstance(val, torch.Tensor) and any(isinstance(s, torch.SymInt) for s in val.shape):
+            return True
+    return False
 
 
 def _export_graph(model: nn.Module, args: tuple, kwargs: dict) -> tuple[fx.GraphModule, dict[str, str]]:
