@@ -236,3 +236,31 @@ class Mixed(nn.Module):
 def test_stack_glu_repeat_interleave_and_vector_norm_keep_channels():
     groups = _groups(Mixed(), torch.randn(3, 4))
     assert groups == ["a.out => b.out => d.in", "c.out => e.in"]
+
+
+class Bridged(nn.Module):
+    """Like EncoderDecoderModel: a projection exists only when the encoder and decoder widths differ, and
+    forward reads the config to decide whether to use it."""
+
+    def __init__(self, config: _Config) -> None:
+        super().__init__()
+        self.config = config
+        self.enc, self.cross = nn.Linear(4, config.enc_hidden), nn.Linear(config.enc_hidden, config.dec_hidden)
+        if config.enc_hidden != config.dec_hidden:
+            self.bridge = nn.Linear(config.enc_hidden, config.dec_hidden)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.enc(x))
+        return self.cross(h) + (self.bridge(h) if self.config.enc_hidden != self.config.dec_hidden else 0)
+
+
+def test_fitting_a_config_never_changes_which_modules_the_class_builds():
+    """Writing the encoder's pruned width into EncoderDecoderModel's config made forward look for an
+    ``enc_to_dec_proj`` the model does not have: a fit that adds or removes parameters is refused."""
+    from secateur.adapters import update_config
+
+    model, x = Bridged(_Config(enc_hidden=8, dec_hidden=8)), torch.randn(2, 4)
+    sc.prune(model, sc.Structured(sparsity=0.5), example_inputs=x)
+    assert (model.enc.out_features, model.config.enc_hidden) == (4, 8)
+    assert update_config(model) == ["shapes (enc.weight, enc.bias, cross.weight)"]
+    assert model(x).shape == (2, 8)

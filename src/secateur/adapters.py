@@ -97,16 +97,19 @@ def update_config(model: nn.Module) -> list[str]:
 
 
 def _mismatches(model: nn.Module, config: object) -> dict[str, tuple] | None:
-    """Parameters whose shape differs in the model class built from ``config`` on the meta device:
-    name -> (built shape, actual shape); None when the class cannot be built from a config alone."""
+    """Parameters whose shape differs in the model class built from ``config`` on the meta device, or that only
+    one of the two models has: name -> (built shape, actual shape), None for a missing one; None when the class
+    cannot be built from a config alone."""
     try:
         with torch.device("meta"):
             fresh = type(model)(copy.deepcopy(config))
     except Exception:  # not a Hugging Face-style class: nothing to check
         return None
     theirs = {n: tuple(p.shape) for n, p in fresh.named_parameters()}
-    return {n: (theirs[n], tuple(p.shape)) for n, p in model.named_parameters()
-            if n in theirs and theirs[n] != tuple(p.shape)}
+    ours = {n: tuple(p.shape) for n, p in model.named_parameters()}
+    wrong = {n: (theirs.get(n), shape) for n, shape in ours.items() if theirs.get(n) != shape}
+    wrong.update({n: (shape, None) for n, shape in theirs.items() if n not in ours})
+    return wrong
 
 
 def _int_fields(config: object, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], int]]:
@@ -128,7 +131,8 @@ def _set(config: object, path: tuple[str, ...], value: int) -> None:
 
 def _better_field(model: nn.Module, wrong: dict[str, tuple]) -> tuple[tuple[str, ...], int, dict] | None:
     """A config field holding a dense size that a cut changed, whose new value leaves fewer mismatches."""
-    sizes = {(a, b) for built, actual in wrong.values() for a, b in zip(built, actual, strict=True) if a != b}
+    sizes = {(a, b) for built, actual in wrong.values() if built and actual and len(built) == len(actual)
+             for a, b in zip(built, actual, strict=True) if a != b}
     for path, value in _int_fields(model.config):
         for new in sorted(b for a, b in sizes if a == value):
             trial = copy.deepcopy(model.config)
