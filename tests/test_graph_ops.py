@@ -264,3 +264,26 @@ def test_fitting_a_config_never_changes_which_modules_the_class_builds():
     assert (model.enc.out_features, model.config.enc_hidden) == (4, 8)
     assert update_config(model) == ["shapes (enc.weight, enc.bias, cross.weight)"]
     assert model(x).shape == (2, 8)
+
+
+class ScaledLowRank(nn.Module):
+    """Like DeepSeek's MLA: a module setting computed from a size (``q_lora_scale`` from ``q_lora_rank``)."""
+
+    def __init__(self, config: _Config) -> None:
+        super().__init__()
+        self.config = config
+        self.down, self.up = nn.Linear(4, config.rank), nn.Linear(config.rank, 4)
+        self.scale = (16 / config.rank) ** 0.5
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.up(torch.relu(self.down(x))) * self.scale
+
+
+def test_fitting_a_config_never_changes_a_module_setting():
+    """dots3's from_pretrained differed by 0.8%: the fitted rank changed the scale its attention computes."""
+    from secateur.adapters import update_config
+
+    model, x = ScaledLowRank(_Config(rank=8)), torch.randn(2, 4)
+    sc.prune(model, sc.Structured(sparsity=0.5), example_inputs=x)
+    assert update_config(model) == ["shapes (down.weight, down.bias, up.weight)"]
+    assert model.config.rank == 8

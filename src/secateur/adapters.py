@@ -96,20 +96,29 @@ def update_config(model: nn.Module) -> list[str]:
     return unexpressed or _rebuild_mismatch(model)
 
 
-def _mismatches(model: nn.Module, config: object) -> dict[str, tuple] | None:
-    """Parameters whose shape differs in the model class built from ``config`` on the meta device, or that only
-    one of the two models has: name -> (built shape, actual shape), None for a missing one; None when the class
-    cannot be built from a config alone."""
+def _rebuilt(model: nn.Module, config: object) -> nn.Module | None:
+    """The model class built from ``config`` on the meta device; None when a config alone cannot build it."""
     try:
         with torch.device("meta"):
-            fresh = type(model)(copy.deepcopy(config))
+            return type(model)(copy.deepcopy(config))
     except Exception:  # not a Hugging Face-style class: nothing to check
         return None
+
+
+def _mismatches(model: nn.Module, fresh: nn.Module) -> dict[str, tuple]:
+    """Parameters whose shape differs between ``model`` and ``fresh``, or that only one of them has:
+    name -> (shape in ``fresh``, shape in ``model``), None for a missing one."""
     theirs = {n: tuple(p.shape) for n, p in fresh.named_parameters()}
     ours = {n: tuple(p.shape) for n, p in model.named_parameters()}
     wrong = {n: (theirs.get(n), shape) for n, shape in ours.items() if theirs.get(n) != shape}
     wrong.update({n: (shape, None) for n, shape in theirs.items() if n not in ours})
     return wrong
+
+
+def _settings(model: nn.Module) -> dict[tuple[str, str], object]:
+    """Every float and bool attribute of every module (scales, flags): a fit may change sizes, never these."""
+    return {(name, key): value for name, module in model.named_modules() for key, value in vars(module).items()
+            if isinstance(value, float | bool)}
 
 
 def _int_fields(config: object, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], int]]:
@@ -129,16 +138,18 @@ def _set(config: object, path: tuple[str, ...], value: int) -> None:
     setattr(config, path[-1], value)
 
 
-def _better_field(model: nn.Module, wrong: dict[str, tuple]) -> tuple[tuple[str, ...], int, dict] | None:
-    """A config field holding a dense size that a cut changed, whose new value leaves fewer mismatches."""
+def _better_field(model: nn.Module, wrong: dict[str, tuple], settings: dict) -> tuple | None:
+    """A config field holding a dense size that a cut changed, whose new value leaves fewer mismatches and
+    the same module settings (MLA's ``q_lora_scale`` depends on the rank: such a field is not fitted)."""
     sizes = {(a, b) for built, actual in wrong.values() if built and actual and len(built) == len(actual)
              for a, b in zip(built, actual, strict=True) if a != b}
     for path, value in _int_fields(model.config):
         for new in sorted(b for a, b in sizes if a == value):
             trial = copy.deepcopy(model.config)
             _set(trial, path, new)
-            after = _mismatches(model, trial)
-            if after is not None and len(after) < len(wrong) and set(after) <= set(wrong):
+            fresh = _rebuilt(model, trial)
+            after = _mismatches(model, fresh) if fresh is not None else wrong
+            if len(after) < len(wrong) and set(after) <= set(wrong) and _settings(fresh) == settings:
                 return path, new, after
     return None
 
@@ -147,8 +158,11 @@ def _rebuild_mismatch(model: nn.Module) -> list[str]:
     """Fit config fields secateur has no name for (T5's ``d_ff``, Falcon's ``ffn_hidden_size``): while the class
     built from the config (meta device) lacks the pruned shapes, set a field that held a changed dense size to
     the new size if that fits better. Returns ``["shapes (names)"]`` for what still does not fit, else ``[]``."""
-    wrong = _mismatches(model, model.config)
-    while wrong and (found := _better_field(model, wrong)) is not None:
+    fresh = _rebuilt(model, model.config)
+    if fresh is None:
+        return []
+    wrong, settings = _mismatches(model, fresh), _settings(fresh)
+    while wrong and (found := _better_field(model, wrong, settings)) is not None:
         path, new, wrong = found
         _set(model.config, path, new)
     return [f"shapes ({', '.join(list(wrong)[:3])}{', ...' if len(wrong) > 3 else ''})"] if wrong else []
