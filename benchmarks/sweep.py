@@ -23,6 +23,7 @@ from hfsweep.runner import sweep
 
 ROOT = Path(__file__).resolve().parent.parent
 JSON, MARKDOWN = ROOT / "docs" / "coverage.json", ROOT / "docs" / "coverage.md"
+BASELINE = ROOT / "docs" / "coverage_before.json"  # secateur's records before the fixes the sweep led to
 TOOLS = ("secateur", "torch-pruning")
 
 
@@ -71,12 +72,15 @@ def main(argv: list[str] | None = None) -> None:
 def markdown(results: dict) -> str:
     """docs/coverage.md: how the sweep was run, the counts side by side, and the reasons per class."""
     tools = [t for t in TOOLS if report.counts(results, t)]
+    columns = [(tool, results, tool) for tool in tools]
+    if BASELINE.is_file():
+        columns.insert(0, ("secateur before the sweep's fixes", report.load(BASELINE), "secateur"))
     wall = results.get("wall_seconds", {})
     head = Path(__file__).with_name("coverage_head.md").read_text()
     body = [head.format(models=len(results["models"]), env=results.get("environment", {}),
                         wall=f"{wall.get('seconds', 0) / 3600:.1f} h ({wall.get('jobs')} processes, tools: "
                              f"{', '.join(wall.get('tools', []))})" if wall else "not measured yet"),
-            report.count_table(results, tools)]
+            report.count_table(columns)]
     for tool in tools:
         body.append(f"\n### Why {tool} stopped, by class\n{report.reasons(results, tool)}\n")
     return "\n".join(body) + "\n"

@@ -3,6 +3,8 @@
 >>> results = {"models": {"bert": {"model_class": "BertModel", "secateur": {"outcome": "passed"}}}}
 >>> counts(results, "secateur")["passed"]
 1
+>>> print(count_table([("secateur", results, "secateur")]).splitlines()[-1])
+| **passed / builds and runs dense** | 1/1 = 100.0% |
 """
 
 from __future__ import annotations
@@ -41,18 +43,19 @@ def runnable(results: dict, tool: str) -> list[str]:
     return [t for t, m in results["models"].items() if tool in m and m[tool]["outcome"] not in NOT_RUNNABLE]
 
 
-def count_table(results: dict, tools: list[str]) -> str:
-    """Outcome classes (rows) by tool (columns), with the pass rate over models that build and run."""
-    lines = ["| outcome | " + " | ".join(tools) + " |", "|---|" + "---:|" * len(tools)]
-    per_tool = {t: counts(results, t) for t in tools}
+def count_table(columns: list[tuple[str, dict, str]]) -> str:
+    """Outcome classes (rows) by column (a label, the results, a tool), and the pass rate over the models
+    that build and run dense."""
+    lines = ["| outcome | " + " | ".join(label for label, _, _ in columns) + " |", "|---|" + "---:|" * len(columns)]
+    per = [counts(results, tool) for _, results, tool in columns]
     for name in CLASSES:
-        if any(per_tool[t][name] for t in tools):
-            lines.append(f"| {name} | " + " | ".join(str(per_tool[t][name]) for t in tools) + " |")
-    lines.append("| **total** | " + " | ".join(str(sum(per_tool[t].values())) for t in tools) + " |")
+        if any(c[name] for c in per):
+            lines.append(f"| {name} | " + " | ".join(str(c[name]) for c in per) + " |")
+    lines.append("| **total** | " + " | ".join(str(sum(c.values())) for c in per) + " |")
     rates = []
-    for t in tools:
-        ok = runnable(results, t)
-        passed = sum(results["models"][m][t]["outcome"] == PASSED for m in ok)
+    for _, results, tool in columns:
+        ok = runnable(results, tool)
+        passed = sum(results["models"][m][tool]["outcome"] == PASSED for m in ok)
         rates.append(f"{passed}/{len(ok)} = {passed / max(len(ok), 1):.1%}")
     lines.append("| **passed / builds and runs dense** | " + " | ".join(rates) + " |")
     return "\n".join(lines)
