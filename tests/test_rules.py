@@ -179,9 +179,9 @@ def test_table_rejects_what_is_not_a_rule():
 
 
 def test_builtin_is_the_disjoint_sum_of_the_families():
-    assert len(FAMILIES) == 10
+    assert len(FAMILIES) == 11
     assert sum(len(t) for t in FAMILIES) == len(BUILTIN)  # no family overrides another
-    assert len(BUILTIN) == 158
+    assert len(BUILTIN) == 187
     for name in ("linear", "conv2d", "layer_norm", "embedding", "scaled_dot_product_attention", "lstm", "cat",
                  "view", "add", "mean"):
         assert sum(name in t for t in FAMILIES) == 1
@@ -223,7 +223,7 @@ def test_graph_package_has_no_import_cycle():
         pytest.fail(f"import cycle in secateur.graph: {exc.args[1]}")
     assert order.index("secateur.graph.rules") < order.index("secateur.graph.capture")
     families = [m for m in deps if m.startswith("secateur.graph.rules.")]
-    assert len(families) == 11  # ten families and their shared helpers
+    assert len(families) == 12  # eleven families and their shared helpers
     allowed = {"secateur.graph.table", "secateur.graph.spaces", "secateur.graph.walk", "secateur.graph.rules.common"}
     assert [m for m in families if not deps[m] <= allowed] == []  # rule modules import only types and helpers
     assert (deps["secateur.graph.walk"], deps["secateur.graph.table"]) == ({"secateur.graph.spaces"}, set())
@@ -237,4 +237,4 @@ def test_any_graph_module_imports_first():
     runs = [_python(code.format(first), wait=False) for first in firsts]
     outs = [run.communicate(timeout=120) for run in runs]
     assert [run.returncode for run in runs] == [0] * len(firsts), [err for _, err in outs]
-    assert {out.strip() for out, _ in outs} == {"158 secateur.graph.rules.linear"}
+    assert {out.strip() for out, _ in outs} == {"187 secateur.graph.rules.linear"}

@@ -7,6 +7,9 @@ shapes from. Both are updated here so users never edit them by hand.
 
 from __future__ import annotations
 
+import copy
+
+import torch
 from torch import nn
 
 
@@ -93,6 +96,14 @@ _CONFIG_FIELDS = {"heads": ("num_attention_heads", "n_head"), "kv_heads": ("num_
                   "ffn": ("intermediate_size", "n_inner")}
 
 
+def _read(config: object, name: str, default: object = None) -> object:
+    """``config.name`` or ``default``; per-layer configs raise on a global read of a per-layer field."""
+    try:
+        return getattr(config, name, default)
+    except Exception:  # transformers' AmbiguousGlobalPerLayerAttributeError is not an AttributeError
+        return default
+
+
 def config_changes(model: nn.Module) -> tuple[dict[str, object], list[str]]:
     """The ``model.config`` fields that differ from the module shapes, and the sizes the config cannot
     express (they vary by layer, or it derives them). Nothing is written."""
@@ -107,26 +118,29 @@ def config_changes(model: nn.Module) -> tuple[dict[str, object], list[str]]:
         embeddings = model.get_input_embeddings()
     except (AttributeError, NotImplementedError):  # vision models have none
         embeddings = None
-    hidden = next((f for f in ("hidden_size", "n_embd", "dim", "d_model") if getattr(config, f, None) is not None),
-                  None)
+    hidden = next((f for f in ("hidden_size", "n_embd", "dim", "d_model") if _read(config, f) is not None), None)
     if isinstance(embeddings, nn.Embedding) and hidden:
         changes[hidden] = embeddings.embedding_dim
     changes.update(_bias_changes(model, config))
-    has_head_dim = "head_dim" in changes or getattr(config, "head_dim", None) is not None
+    has_head_dim = "head_dim" in changes or _read(config, "head_dim") is not None
     unexpressed = []
     for key, values in _layer_sizes(model).items():
         value = _uniform(values)
         fields = [f for f in _CONFIG_FIELDS[key]  # GPT-2's n_inner=None means 4 x hidden: it may be set
-                  if getattr(config, f, None) is not None or (f == "n_inner" and hasattr(config, f))]
+                  if _read(config, f) is not None or (f == "n_inner" and hasattr(config, f))]
         if key in ("heads", "kv_heads") and not has_head_dim:
             fields = []  # head size is derived as hidden / heads here: a new head count is not expressible
-        if values and (value is None or not fields) and value != getattr(config, _CONFIG_FIELDS[key][0], value):
+        if values and (value is None or not fields) and value != _read(config, _CONFIG_FIELDS[key][0], value):
             unexpressed.append(key)
         changes.update({f: value for f in fields if value is not None})
-    heads, width = changes.get("num_attention_heads"), changes.get(hidden, getattr(config, hidden or "", None))
+    heads, width = changes.get("num_attention_heads"), changes.get(hidden, _read(config, hidden or ""))
     if isinstance(heads, int) and isinstance(width, int) and width % heads and "heads" not in unexpressed:
         unexpressed.append("heads")  # Hugging Face's config checks refuse a hidden size heads do not divide
-    return {k: v for k, v in changes.items() if getattr(config, k, None) != v}, unexpressed
+    changes = {k: v for k, v in changes.items() if _read(config, k) != v}
+    if not unexpressed:
+        fitted, unexpressed = _fit_unnamed(model, changes)
+        changes |= fitted
+    return changes, unexpressed
 
 
 def update_config(model: nn.Module) -> list[str]:
@@ -134,6 +148,87 @@ def update_config(model: nn.Module) -> list[str]:
     ``from_pretrained`` rebuilds the model only when that list is empty; ``secateur.load`` always does,
     replaying the plan."""
     changes, unexpressed = config_changes(model)
-    for name, value in changes.items():
-        setattr(model.config, name, value)
+    apply_changes(model.config, changes)
     return unexpressed
+
+
+def apply_changes(config: object, changes: dict[str, object]) -> None:
+    """Write ``changes`` (field names, dotted for nested configs such as ``text_config.d_ff``) into ``config``."""
+    for name, value in changes.items():
+        _set(config, tuple(name.split(".")), value)
+
+
+def _rebuilt(model: nn.Module, config: object) -> nn.Module | None:
+    """The model class built from ``config`` on the meta device; None when a config alone cannot build it."""
+    try:
+        with torch.device("meta"):
+            return type(model)(copy.deepcopy(config))
+    except Exception:  # not a Hugging Face-style class: nothing to check
+        return None
+
+
+def _mismatches(model: nn.Module, fresh: nn.Module) -> dict[str, tuple]:
+    """Parameters whose shape differs between ``model`` and ``fresh``, or that only one of them has:
+    name -> (shape in ``fresh``, shape in ``model``), None for a missing one."""
+    theirs = {n: tuple(p.shape) for n, p in fresh.named_parameters()}
+    ours = {n: tuple(p.shape) for n, p in model.named_parameters()}
+    wrong = {n: (theirs.get(n), shape) for n, shape in ours.items() if theirs.get(n) != shape}
+    wrong.update({n: (shape, None) for n, shape in theirs.items() if n not in ours})
+    return wrong
+
+
+def _settings(model: nn.Module) -> dict[tuple[str, str], object]:
+    """Every float and bool attribute of every module (scales, flags): a fit may change sizes, never these."""
+    return {(name, key): value for name, module in model.named_modules() for key, value in vars(module).items()
+            if isinstance(value, float | bool)}
+
+
+def _int_fields(config: object, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], int]]:
+    """Every integer field of ``config`` and of its nested configs, as (attribute path, value)."""
+    out = []
+    for key, value in vars(config).items():
+        if hasattr(value, "to_dict") and len(path) < 3:
+            out += _int_fields(value, (*path, key))
+        elif isinstance(value, int) and not isinstance(value, bool):
+            out.append(((*path, key), value))
+    return out
+
+
+def _set(config: object, path: tuple[str, ...], value: object) -> None:
+    for key in path[:-1]:
+        config = getattr(config, key)
+    setattr(config, path[-1], value)
+
+
+def _better_field(model: nn.Module, config: object, wrong: dict[str, tuple], settings: dict) -> tuple | None:
+    """A field of ``config`` holding a dense size that a cut changed, whose new value leaves fewer mismatches
+    and the same module settings (MLA's ``q_lora_scale`` depends on the rank: such a field is not fitted)."""
+    sizes = {(a, b) for built, actual in wrong.values() if built and actual and len(built) == len(actual)
+             for a, b in zip(built, actual, strict=True) if a != b}
+    for path, value in _int_fields(config):
+        for new in sorted(b for a, b in sizes if a == value):
+            trial = copy.deepcopy(config)
+            _set(trial, path, new)
+            fresh = _rebuilt(model, trial)
+            after = _mismatches(model, fresh) if fresh is not None else wrong
+            if len(after) < len(wrong) and set(after) <= set(wrong) and _settings(fresh) == settings:
+                return path, new, after
+    return None
+
+
+def _fit_unnamed(model: nn.Module, changes: dict[str, object]) -> tuple[dict[str, object], list[str]]:
+    """Fit config fields secateur has no name for (T5's ``d_ff``, Falcon's ``ffn_hidden_size``) on a copy of the
+    config with ``changes``: while the class built from it (meta device) lacks the pruned shapes, set a field
+    that held a changed dense size to the new size if that fits better. Returns the fitted fields (dotted
+    paths) and ``["shapes (names)"]`` for what still does not fit."""
+    config = copy.deepcopy(model.config)
+    apply_changes(config, changes)
+    fresh = _rebuilt(model, config)
+    if fresh is None:
+        return {}, []
+    wrong, settings, fitted = _mismatches(model, fresh), _settings(fresh), {}
+    while wrong and (found := _better_field(model, config, wrong, settings)) is not None:
+        path, new, wrong = found
+        _set(config, path, new)
+        fitted[".".join(path)] = new
+    return fitted, [f"shapes ({', '.join(list(wrong)[:3])}{', ...' if len(wrong) > 3 else ''})"] if wrong else []

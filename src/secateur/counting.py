@@ -72,9 +72,11 @@ def count_nonzero_params(model: nn.Module) -> int:
     total = 0
     masked_originals = set()
     for module in model.modules():
-        if hasattr(module, "parametrizations") and "weight" in module.parametrizations:
+        plists = getattr(module, "parametrizations", {})
+        plist = plists["weight"] if "weight" in plists else None
+        if plist is not None and hasattr(plist, "original"):  # a mask; weight norm's (g, v) are counted as they are
             total += int(torch.count_nonzero(module.weight.detach()))
-            masked_originals.add(id(module.parametrizations["weight"].original))
+            masked_originals.add(id(plist.original))
     return total + sum(int(torch.count_nonzero(p.detach())) for p in _unique_tensors(model)
                        if id(p) not in masked_originals)
 

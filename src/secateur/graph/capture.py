@@ -9,6 +9,7 @@ without a rule blocks the spaces it reads: secateur never guesses.
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -52,11 +53,22 @@ def _make_fx_graph(model: nn.Module, args: tuple, kwargs: dict) -> tuple[fx.Grap
     for mode in ("fake", "real"):  # fake is fastest; real runs code that reads tensor values
         try:
             gm = make_fx(run, tracing_mode=mode, pre_dispatch=True)(params, tuple(args), tensors)
+            if mode == "fake" and _data_dependent(gm):
+                continue  # sizes that depend on values (MoE routing): trace again with real tensors
             placeholders = [n.target for n in gm.graph.nodes if n.op == "placeholder"]
             return gm, dict(zip(placeholders, params, strict=False))
         except Exception as exc:  # noqa: PERF203  (fall through to the next capture)
             error = exc
     raise error
+
+
+def _data_dependent(gm: fx.GraphModule) -> bool:
+    """Whether a traced graph has sizes that depend on tensor values (symbols rules cannot compare)."""
+    for node in gm.graph.nodes:
+        val = node.meta.get("val")
+        if isinstance(val, torch.Tensor) and any(isinstance(s, torch.SymInt) for s in val.shape):
+            return True
+    return False
 
 
 def _export_graph(model: nn.Module, args: tuple, kwargs: dict) -> tuple[fx.GraphModule, dict[str, str]]:
@@ -65,12 +77,28 @@ def _export_graph(model: nn.Module, args: tuple, kwargs: dict) -> tuple[fx.Graph
     return ep.graph_module, {**sig.inputs_to_parameters, **sig.inputs_to_buffers}
 
 
+def _uses_cache(config: object, depth: int = 0) -> bool:
+    if config is None or not hasattr(config, "to_dict") or depth > 2:
+        return False
+    return bool(getattr(config, "use_cache", False)) or any(_uses_cache(v, depth + 1) for v in vars(config).values())
+
+
+def _makes_cache(model: nn.Module) -> bool:
+    """Whether a Hugging Face model would return a KV cache: ``use_cache`` on its config or a nested one
+    (``text_config``, ColPali's ``vlm_config``), and a forward that takes ``use_cache`` (by name or in
+    ``**kwargs``)."""
+    if not _uses_cache(getattr(model, "config", None)):
+        return False
+    params = inspect.signature(model.forward).parameters.values()
+    return any(p.name == "use_cache" or p.kind is p.VAR_KEYWORD for p in params)
+
+
 def trace_graph(model: nn.Module, example_inputs: tuple, example_kwargs: dict | None = None
                 ) -> tuple[fx.GraphModule, dict[str, str]]:
     """Capture ``model`` once as an ATen graph (make_fx, then torch.export as a fallback) and map its
     parameter placeholders to qualified names."""
     example_kwargs = dict(example_kwargs or {})
-    if getattr(getattr(model, "config", None), "use_cache", False):
+    if _makes_cache(model):
         example_kwargs.setdefault("use_cache", False)  # a KV cache object is not a traceable output
     errors = []
     with warnings.catch_warnings(), eval_mode(model), torch.no_grad():

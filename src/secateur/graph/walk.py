@@ -138,7 +138,10 @@ class Walk:
         rule = self.rules.get(op_name(node.target))
         if rule is None:
             return self.unknown(node)
-        return rule(self, node)
+        try:
+            return rule(self, node)
+        except Exception as exc:  # a rule that meets a form it does not know must not crash the capture
+            return self.unknown(node, f"a coupling rule that failed on this call ({type(exc).__name__}: {exc})")
 
 
 def _flat_values(v: Value | list[Value]) -> list[Value]:

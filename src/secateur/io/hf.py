@@ -24,7 +24,7 @@ import torch
 from safetensors.torch import save as tensors_to_bytes
 from torch import nn
 
-from ..adapters import config_changes
+from ..adapters import apply_changes, config_changes
 from ..compress import quantize_rows
 from ..errors import NotExpressibleError
 from .manifest import HuggingFace, Manifest, TensorEntry
@@ -44,8 +44,7 @@ def is_transformers(model: nn.Module) -> bool:
 def config_json(model: nn.Module, changes: dict, quantization: dict | None = None) -> str:
     """The model's config with ``changes`` applied (a copy: the model keeps its own), as ``config.json``."""
     config = copy.deepcopy(model.config)
-    for key, value in changes.items():
-        setattr(config, key, value)
+    apply_changes(config, changes)
     config.architectures = [type(model).__name__]
     data = json.loads(config.to_json_string())
     data.pop("quantization_config", None)

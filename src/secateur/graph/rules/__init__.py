@@ -15,6 +15,7 @@ from .attention import ATTENTION
 from .conv import CONV
 from .elementwise import ELEMENTWISE
 from .embedding import EMBEDDING
+from .gather import GATHER
 from .indexing import INDEXING
 from .layout import LAYOUT
 from .linear import LINEAR
@@ -22,8 +23,8 @@ from .norms import NORMS
 from .recurrent import RECURRENT
 from .reduction import REDUCTION
 
-FAMILIES = (ELEMENTWISE, LAYOUT, INDEXING, REDUCTION, LINEAR, CONV, NORMS, EMBEDDING, ATTENTION, RECURRENT)
+FAMILIES = (ELEMENTWISE, LAYOUT, INDEXING, GATHER, REDUCTION, LINEAR, CONV, NORMS, EMBEDDING, ATTENTION, RECURRENT)
 BUILTIN: RuleTable = sum(FAMILIES, RuleTable())
 
-__all__ = ["ATTENTION", "BUILTIN", "CONV", "ELEMENTWISE", "EMBEDDING", "FAMILIES", "INDEXING", "LAYOUT", "LINEAR",
-           "NORMS", "RECURRENT", "REDUCTION"]
+__all__ = ["ATTENTION", "BUILTIN", "CONV", "ELEMENTWISE", "EMBEDDING", "FAMILIES", "GATHER", "INDEXING", "LAYOUT",
+           "LINEAR", "NORMS", "RECURRENT", "REDUCTION"]

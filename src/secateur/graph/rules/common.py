@@ -9,7 +9,7 @@ from torch import fx
 from ..spaces import Segment
 
 if TYPE_CHECKING:
-    from ..walk import Walk
+    from ..walk import ParamRef, Value, Walk
 
 
 def scale(segs: tuple[Segment, ...], by: int) -> tuple[Segment, ...]:
@@ -33,3 +33,32 @@ def param_member(walk: Walk, node: fx.Node, arg: object, segs, role: str = "out"
         walk.member(segs, ref.name, ref.dims[0], role)
     elif isinstance(arg, fx.Node):
         walk.block(segs, f"{walk.label(node)} has a computed bias")
+
+
+def broadcast(walk: Walk, node: fx.Node) -> Value:
+    """Tensors meeting on one output dim share its channels; a parameter there becomes a member."""
+    out_shape = walk.shape(node)
+    out: Value = {}
+    pending: list[tuple[int, ParamRef, int]] = []
+    untracked: set[int] = set()
+    for arg in (a for a in node.args if isinstance(a, fx.Node)):
+        shape = walk.shape(arg)
+        if shape is None:
+            continue
+        shift, value, ref = len(out_shape) - len(shape), walk.value(arg), walk.param(arg)
+        for d, size in enumerate(shape):
+            od, segs = d + shift, value.get(d)
+            if size == 1 and out_shape[od] != 1:
+                walk.block(segs, f"{walk.label(node)} broadcasts that dim")
+            elif segs is not None:
+                out[od] = walk.tie(out[od], segs, node) if od in out else segs
+            elif ref is not None and ref.dims[d] is not None:
+                pending.append((od, ref, ref.dims[d]))
+            elif size > 1:
+                untracked.add(od)
+    for od in untracked & out.keys():
+        walk.block(out.pop(od), f"{walk.label(node)} meets an untracked tensor")
+    for od, ref, pdim in pending:
+        if od in out:
+            walk.member(out[od], ref.name, pdim, "norm")
+    return out

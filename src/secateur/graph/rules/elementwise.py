@@ -7,9 +7,10 @@ from typing import TYPE_CHECKING
 from torch import fx
 
 from ..table import RuleTable
+from .common import broadcast
 
 if TYPE_CHECKING:
-    from ..walk import ParamRef, Value, Walk
+    from ..walk import Value, Walk
 
 _UNARY = ("relu", "relu_", "gelu", "gelu_", "silu", "silu_", "sigmoid", "tanh", "hardtanh", "hardtanh_",
           "hardswish", "hardswish_", "hardsigmoid", "leaky_relu", "elu", "softplus", "mish", "neg", "exp", "log",
@@ -17,7 +18,7 @@ _UNARY = ("relu", "relu_", "gelu", "gelu_", "silu", "silu_", "sigmoid", "tanh", 
           "dropout", "alias", "clone", "contiguous", "detach", "to", "_to_copy", "lift_fresh_copy", "softmax",
           "_softmax", "log_softmax", "cumsum", "type_as", "sign", "round", "floor", "logical_not", "bitwise_not")
 _BROADCAST = ("add", "add_", "sub", "sub_", "rsub", "mul", "mul_", "div", "div_", "maximum", "minimum", "pow",
-           "where", "masked_fill", "eq", "ne", "lt", "gt", "le", "ge", "logical_and", "logical_or",
+           "where", "masked_fill", "masked_fill_", "eq", "ne", "lt", "gt", "le", "ge", "logical_and", "logical_or",
            "__and__", "__or__", "bitwise_and", "bitwise_or", "fmod", "remainder", "copy_")
 
 
@@ -29,33 +30,18 @@ def _unary(walk: Walk, node: fx.Node) -> Value:
     return dict(walk.value(node.args[0]))
 
 
-def _broadcast(walk: Walk, node: fx.Node) -> Value:
-    """Tensors meeting on one output dim share its channels; a parameter there becomes a member."""
-    out_shape = walk.shape(node)
-    out: Value = {}
-    pending: list[tuple[int, ParamRef, int]] = []
-    untracked: set[int] = set()
-    for arg in (a for a in node.args if isinstance(a, fx.Node)):
-        shape = walk.shape(arg)
-        if shape is None:
-            continue
-        shift, value, ref = len(out_shape) - len(shape), walk.value(arg), walk.param(arg)
-        for d, size in enumerate(shape):
-            od, segs = d + shift, value.get(d)
-            if size == 1 and out_shape[od] != 1:
-                walk.block(segs, f"{walk.label(node)} broadcasts that dim")
-            elif segs is not None:
-                out[od] = walk.tie(out[od], segs, node) if od in out else segs
-            elif ref is not None and ref.dims[d] is not None:
-                pending.append((od, ref, ref.dims[d]))
-            elif size > 1:
-                untracked.add(od)
-    for od in untracked & out.keys():
-        walk.block(out.pop(od), f"{walk.label(node)} meets an untracked tensor")
-    for od, ref, pdim in pending:
-        if od in out:
-            walk.member(out[od], ref.name, pdim, "norm")
-    return out
+_LIKE = ("zeros_like", "ones_like", "empty_like", "full_like", "rand_like", "randn_like")
+_NEW = ("new_zeros", "new_ones", "new_empty", "new_full")
 
 
-ELEMENTWISE = RuleTable([(_UNARY, _unary), (_BROADCAST, _broadcast)])
+def _like(walk: Walk, node: fx.Node) -> Value:
+    """``zeros_like(x)``: a new tensor whose sizes follow ``x``'s, so it has ``x``'s channels (not its weights)."""
+    return dict(walk.value(node.args[0]))
+
+
+def _new(walk: Walk, node: fx.Node) -> Value:
+    """``x.new_zeros(sizes)``: the sizes are written out and only ``x``'s dtype is read: nothing to track."""
+    return {}
+
+
+ELEMENTWISE = RuleTable([(_UNARY, _unary), (_BROADCAST, broadcast), (_LIKE, _like), (_NEW, _new)])

@@ -9,6 +9,7 @@ from torch import fx
 
 from ..spaces import Segment
 from ..table import RuleTable
+from ..walk import ParamRef
 
 if TYPE_CHECKING:
     from ..walk import Value, Walk
@@ -26,8 +27,10 @@ def _slice(walk: Walk, node: fx.Node) -> Value:
 def _select(walk: Walk, node: fx.Node) -> Value:
     src = node.args[0]
     dim = node.args[1] % len(walk.shape(src))
-    value = walk.value(src)
+    value, ref = walk.value(src), walk.param(src)
     walk.block(value.get(dim), f"{walk.label(node)} picks one channel of that dim")
+    if ref is not None:  # one expert of a fused MoE weight is still that weight
+        walk.params[node] = ParamRef(ref.name, ref.dims[:dim] + ref.dims[dim + 1:])
     return {d - (d > dim): s for d, s in value.items() if d != dim}
 
 
@@ -112,6 +115,29 @@ def _split(walk: Walk, node: fx.Node) -> list[Value]:
     return _pieces(walk, node, sizes, dim)
 
 
+def _stack(walk: Walk, node: fx.Node) -> Value:
+    """``stack`` adds a dim; the inputs' channels on each other dim are the same channels."""
+    tensors = list(node.args[0])
+    rank = len(walk.shape(tensors[0]))
+    dim = walk.arg(node, 1, "dim", 0) % (rank + 1)
+    out: Value = {}
+    for d in range(rank):
+        segs = _cat_alongside(walk, node, tensors, d)
+        if segs is not None:
+            out[d + (d >= dim)] = segs
+    return out
+
+
+def _glu(walk: Walk, node: fx.Node) -> Value:
+    """``glu(x, dim)`` = first half * sigmoid(second half): the halves' channels are tied, like gate and up."""
+    dim = walk.arg(node, 1, "dim", -1) % len(walk.shape(node.args[0]))
+    half = walk.shape(node)[dim]
+    first, second = _pieces(walk, node, [half, half], dim)
+    if dim in first and dim in second:
+        walk.tie(first[dim], second[dim], node)
+    return first
+
+
 def _getitem(walk: Walk, node: fx.Node) -> Value:
     """One output of an op with several (split pieces, a norm's (out, mean, rstd))."""
     values = walk.values.get(node.args[0])
@@ -122,6 +148,8 @@ INDEXING = RuleTable([
     ("slice", _slice),
     ("select", _select),
     (("cat", "concat"), _cat),
+    ("stack", _stack),
+    ("glu", _glu),
     (("split", "split_with_sizes", "chunk", "unbind"), _split),
     ("getitem", _getitem),
 ])

@@ -123,6 +123,11 @@ def _transpose(walk: Walk, node: fx.Node) -> Value:
     return _move_dims(walk, node, order)
 
 
+def _reverse(walk: Walk, node: fx.Node) -> Value:
+    """``x.T`` (aten ``numpy_T``): every dim reversed; for a weight, a plain transpose."""
+    return _move_dims(walk, node, list(reversed(range(len(walk.shape(node))))))
+
+
 def _expand(walk: Walk, node: fx.Node) -> Value:
     """Broadcast dims are added in front; the tracked dims keep their channels."""
     a, b = walk.shape(node.args[0]), walk.shape(node)
@@ -132,9 +137,38 @@ def _expand(walk: Walk, node: fx.Node) -> Value:
     return {d + shift: s for d, s in value.items()}
 
 
+def _repeat_interleave(walk: Walk, node: fx.Node) -> Value:
+    """``repeat_interleave(x, r, dim)`` with an int ``r``: each channel of ``dim`` spans ``r`` positions."""
+    repeats, dim = walk.arg(node, 1, "repeats"), walk.arg(node, 2, "dim")
+    dim = 0 if dim is None and len(walk.shape(node)) == 1 else dim  # 1-D: flattening changes nothing
+    if not isinstance(repeats, int) or dim is None:
+        return walk.unknown(node, "repeats given as a tensor, or no dim (a flattening repeat)")
+    value = dict(walk.value(node.args[0]))
+    dim %= len(walk.shape(node))
+    if dim in value:
+        value[dim] = scale(value[dim], repeats)
+    return value
+
+
+def _repeat(walk: Walk, node: fx.Node) -> Value:
+    """``x.repeat(sizes)`` tiles dims: a tiled channel dim is blocked, the others keep their channels."""
+    sizes, value = list(node.args[1]), walk.value(node.args[0])
+    shift = len(sizes) - len(walk.shape(node.args[0]))
+    out: Value = {}
+    for d, segs in value.items():
+        if sizes[d + shift] == 1:
+            out[d + shift] = segs
+        else:
+            walk.block(segs, f"{walk.label(node)} tiles that dim")
+    return out
+
+
 LAYOUT = RuleTable([
     (("view", "reshape", "_unsafe_view", "flatten", "unflatten", "squeeze", "unsqueeze", "view_as"), _reshape),
     ("permute", _permute),
     (("transpose", "t", "swapaxes"), _transpose),
+    ("numpy_T", _reverse),
     (("expand", "expand_as"), _expand),
+    ("repeat_interleave", _repeat_interleave),
+    ("repeat", _repeat),
 ])

@@ -7,21 +7,36 @@ from typing import TYPE_CHECKING
 from torch import fx
 
 from ..table import RuleTable
+from .common import broadcast
 
 if TYPE_CHECKING:
     from ..walk import Value, Walk
 
 
-def _reduce(walk: Walk, node: fx.Node) -> Value:
+def _reduce(walk: Walk, node: fx.Node, dim_at: int = 1) -> Value:
     """Reducing over a channel dim keeps shapes consistent (like LayerNorm statistics); others shift."""
-    a, b = walk.shape(node.args[0]), walk.shape(node)
+    a, val = walk.shape(node.args[0]), node.meta.get("val")
+    b = tuple(val[0].shape) if isinstance(val, tuple | list) else walk.shape(node)  # max.dim: (values, indices)
     if b is None:
         return {}
     value = walk.value(node.args[0])
-    dims = walk.arg(node, 1, "dim", None)
+    dims = walk.arg(node, dim_at, "dim", None)
     dims = set(range(len(a))) if dims is None else {d % len(a) for d in ([dims] if isinstance(dims, int) else dims)}
     keep = len(a) == len(b)
     return {d if keep else d - sum(r < d for r in dims): s for d, s in value.items() if d not in dims}
+
+
+def _vector_norm(walk: Walk, node: fx.Node) -> Value:
+    """``linalg_vector_norm(x, ord, dim)``: a reduction whose dims come third."""
+    return _reduce(walk, node, dim_at=2)
+
+
+def _extremum(walk: Walk, node: fx.Node) -> Value | list[Value]:
+    """``max``/``min`` of two tensors is element-wise; over dims it reduces (``max.dim`` also gives indices)."""
+    if isinstance(walk.arg(node, 1, "other"), fx.Node):
+        return broadcast(walk, node)
+    value = _reduce(walk, node)
+    return [value, dict(value)] if isinstance(node.meta.get("val"), tuple | list) else value
 
 
 def _spatial(walk: Walk, node: fx.Node) -> Value:
@@ -43,8 +58,9 @@ def _pad(walk: Walk, node: fx.Node) -> Value:
 
 
 REDUCTION = RuleTable([
-    (("mean", "sum", "amax", "amin", "var", "std", "norm", "logsumexp", "max", "min", "argmax", "any", "all"),
-     _reduce),
+    (("mean", "sum", "amax", "amin", "var", "std", "norm", "logsumexp", "argmax", "argmin", "any", "all"), _reduce),
+    (("max", "min"), _extremum),
+    ("linalg_vector_norm", _vector_norm),
     (("max_pool1d", "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d", "adaptive_avg_pool1d",
       "adaptive_avg_pool2d", "adaptive_max_pool2d", "upsample_nearest2d", "upsample_bilinear2d",
       "_adaptive_avg_pool2d", "max_pool2d_with_indices"), _spatial),
