@@ -84,9 +84,10 @@ def test_sizes_no_config_field_can_hold_are_reported_and_load_still_works(tmp_pa
     sc.prune(model, sc.Structured(ratios={"encoder.block.0.layer.1.DenseReluDense.wi": 0.5}), example_inputs=T5_IDS)
     sc.save(model, tmp_path)
     manifest = json.loads((tmp_path / "manifest.json").read_text())
-    assert manifest["hf_config_complete"] is False
-    assert manifest["hf_config_unexpressed"] == ["shapes (encoder.block.0.layer.1.DenseReluDense.wi.weight, "
-                                                 "encoder.block.0.layer.1.DenseReluDense.wo.weight)"]
+    assert manifest["kind"] == "secateur" and not manifest["huggingface"]["loadable"]  # no config.json written
+    assert ("shapes (encoder.block.0.layer.1.DenseReluDense.wi.weight, encoder.block.0.layer.1.DenseReluDense.wo."
+            "weight)") in manifest["huggingface"]["reason"]
+    assert not (tmp_path / "config.json").exists()
     assert torch.equal(sc.load(tmp_path, base=_t5)(**T5_IDS)[0], model(**T5_IDS)[0])
 
 

@@ -148,7 +148,8 @@ def update_config(model: nn.Module) -> list[str]:
     ``from_pretrained`` rebuilds the model only when that list is empty; ``secateur.load`` always does,
     replaying the plan."""
     changes, unexpressed = config_changes(model)
-    apply_changes(model.config, changes)
+    if changes:
+        apply_changes(model.config, changes)
     return unexpressed
 
 
