@@ -78,3 +78,19 @@ def test_text_models_export_with_dynamic_batch_and_sequence(make, tmp_path):
         got = onnx(input_ids=x, attention_mask=torch.ones_like(x))
         assert got.shape == expected.shape
         torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_a_config_asking_for_a_cache_exports_when_forward_takes_it_through_kwargs(tmp_path):
+    """BertForSequenceClassification's config says use_cache=True but its forward has no use_cache parameter:
+    passing one made torch.export refuse the dynamic shapes (``sc.profile`` of a tokenizer dict failed)."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    model = BertForSequenceClassification(BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1,
+                                                     num_attention_heads=4, intermediate_size=64)).eval()
+    assert model.config.use_cache
+    ids = torch.randint(0, 100, (2, 8))
+    onnx = sc.OnnxModel(sc.export_onnx(model, tmp_path / "m.onnx", {"input_ids": ids}))
+    x = torch.randint(0, 100, (3, 11))
+    with torch.no_grad():
+        torch.testing.assert_close(onnx(input_ids=x), model(input_ids=x).logits, atol=1e-4, rtol=1e-4)
+    assert model.config.use_cache  # the copy's config was changed, not the user's

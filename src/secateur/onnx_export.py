@@ -75,7 +75,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, example_inputs: objec
     named = {k: _traceable(v) if isinstance(v, torch.Tensor) else v for k, v in _named(frozen, as_inputs(
         example_inputs)).items()}
     if getattr(getattr(frozen, "config", None), "use_cache", False):
-        named.setdefault("use_cache", False)  # a KV cache object is not an ONNX output
+        frozen.config.use_cache = False  # a KV cache object is not an ONNX output (the copy's own config)
     batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
     dynamic = {k: ({0: batch, 1: sequence} if _sequence_like(v) else {0: batch}) if isinstance(v, torch.Tensor)
                else None for k, v in named.items()}
