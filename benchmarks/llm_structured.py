@@ -11,10 +11,9 @@ of the stdlib-docstring corpus; evaluation: EVAL x 512 from its second half and 
 reference manual (a text calibration never sees). One planner session per width criterion scores the units
 once; each target's plan is applied to a fresh copy of the dense model.
 
-Recovery: :func:`recover` distils the dense model into the pruned one for a fixed budget once LM
-distillation (``sc.finetune(..., steps=, teacher=)`` on token windows) is on main; until then the column
-reads "pending". Speed (``--speed``): prefill of 512 tokens and decode of 128 tokens at batch 1 with the KV
-cache, dense and pruned measured in turn (``secateur.lm_speed``). ``--export`` saves the uniform-width
+Recovery: :func:`recover` distils the dense model into the pruned one for ``--recovery-steps`` steps
+(``sc.finetune(..., steps=, teacher=)`` on token windows; 0 skips it). Speed (``--speed``): prefill of
+512 tokens and decode of 128 tokens at batch 1 with the KV cache, dense and pruned measured in turn (``secateur.lm_speed``). ``--export`` saves the uniform-width
 model, reopens it with ``from_pretrained`` and exports it to ONNX.
 """
 
@@ -22,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import inspect
 import math
 import tempfile
 import time
@@ -53,16 +51,14 @@ def data(tokenizer, count: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
                                                          "reference": windows(other, LENGTH, count)}
 
 
-def recover(model: torch.nn.Module, teacher: torch.nn.Module, train: torch.Tensor) -> float | None:
-    """Distil ``teacher`` into ``model`` on ``train`` windows for ``RECOVERY_STEPS`` steps and return the minutes
-    it took; None while the library has no language-model distillation (``sc.finetune(..., steps=)`` on token
-    windows, the training work of issue 13 item 3): the table then reads "pending"."""
-    if "steps" not in inspect.signature(sc.finetune).parameters:
+def recover(model: torch.nn.Module, teacher: torch.nn.Module, train: torch.Tensor, steps: int) -> float | None:
+    """Distil ``teacher`` into ``model`` on ``train`` windows for ``steps`` steps and return the CPU minutes it
+    took; None when ``steps`` is 0 (the table then reads "not run")."""
+    if not steps:
         return None
-    start = time.perf_counter()
-    sc.finetune(model, train, steps=RECOVERY_STEPS, batch_size=RECOVERY_BATCH, teacher=teacher, lr=1e-4,
-                progress=False)
-    return (time.perf_counter() - start) / 60
+    start = time.process_time()
+    sc.finetune(model, train, steps=steps, batch_size=RECOVERY_BATCH, teacher=teacher, lr=1e-4, progress=False)
+    return (time.process_time() - start) / 60
 
 
 def method_of(config: str) -> tuple[str, sc.Structured]:
@@ -143,7 +139,8 @@ def load(spec: str) -> tuple[torch.nn.Module, object]:
     return AutoModelForCausalLM.from_pretrained(folder).eval(), AutoTokenizer.from_pretrained(folder)
 
 
-def main(configs: list[str], cal: int, count: int, speed: bool, export: bool, spec: str = "llm:smollm2") -> str:
+def main(configs: list[str], cal: int, count: int, speed: bool, export: bool, spec: str = "llm:smollm2",
+         steps: int = RECOVERY_STEPS) -> str:
     dense, tokenizer = load(spec)
     train, evals = data(tokenizer, count)
     calibration = train[:cal]
@@ -158,24 +155,24 @@ def main(configs: list[str], cal: int, count: int, speed: bool, export: bool, sp
         ppl = {k: perplexity(model, v, progress=False) for k, v in evals.items()}
         row = {"config": config, "non-emb params": f"{non_embedding(model) / dense_params:.3f}",
                **{f"ppl {k}": f"{v:.2f}" for k, v in ppl.items()}, "ppl ratio": f"{ratio(ppl, base):.2f}",
-               "recovered ratio": "pending", "prune s": f"{seconds:.0f}", "prefill x": "-", "decode x": "-"}
+               "recovered ratio": "not run", "prune s": f"{seconds:.0f}", "prefill x": "-", "decode x": "-"}
         if speed:  # dense and pruned measured in turn, in this run
             fast = generation_speed({"dense": dense, "pruned": model}, calibration[:1], new_tokens=128, repeats=3)
             row["prefill x"] = f"{fast['pruned'].prefill / fast['dense'].prefill:.2f}"
             row["decode x"] = f"{fast['pruned'].decode / fast['dense'].decode:.2f}"
             notes.append(f"{config}: dense {fast['dense'].prefill:.0f} / {fast['dense'].decode:.1f} tok/s, pruned "
                          f"{fast['pruned'].prefill:.0f} / {fast['pruned'].decode:.1f} tok/s (prefill / decode)")
-        minutes = recover(model, dense, train)
+        minutes = recover(model, dense, train, steps)
         if minutes is not None:
             after = {k: perplexity(model, v, progress=False) for k, v in evals.items()}
-            row["recovered ratio"] = f"{ratio(after, base):.2f} ({minutes:.0f} min)"
+            row["recovered ratio"] = f"{ratio(after, base):.2f} ({minutes:.0f} CPU min)"
         if export and ":layer" in config:
             with tempfile.TemporaryDirectory() as folder:
                 notes.append(f"{config}: {export_check(model, calibration[:1, :64], folder)}")
         rows.append(row)
         print(row, flush=True)
         del model
-    budget = f"{RECOVERY_STEPS} steps x {RECOVERY_BATCH} x {LENGTH} tokens of distillation from the dense model"
+    budget = f"{steps} steps x {RECOVERY_BATCH} x {LENGTH} tokens of distillation from the dense model"
     return "\n".join([table(rows), "", f"ppl ratio: geometric mean over the two texts of pruned / dense perplexity; "
                       f"calibration {cal} x {LENGTH}, evaluation {count} x {LENGTH} per text; recovery: {budget}.",
                       *notes])
@@ -191,8 +188,9 @@ if __name__ == "__main__":
     parser.add_argument("--speed", action="store_true")
     parser.add_argument("--export", action="store_true")
     parser.add_argument("--model", default="llm:smollm2")
+    parser.add_argument("--recovery-steps", type=int, default=RECOVERY_STEPS, help="0: one-shot only")
     args = parser.parse_args()
     chosen = args.configs or ([f"width:{c}:{f}" for c in WIDTH for f in FRACTIONS]
                               + ["width:flap:0.8:layer", "width:minitron:0.8:layer"]
                               + [f"depth:{c}:{s}" for c in DEPTH for s in DEPTHS])
-    print(main(chosen, args.cal, args.eval, args.speed, args.export, args.model))
+    print(main(chosen, args.cal, args.eval, args.speed, args.export, args.model, args.recovery_steps))
