@@ -13,8 +13,9 @@ once; each target's plan is applied to a fresh copy of the dense model.
 
 Recovery: :func:`recover` distils the dense model into the pruned one for ``--recovery-steps`` steps
 (``sc.finetune(..., steps=, teacher=)`` on token windows; 0 skips it). Speed (``--speed``): prefill of
-512 tokens and decode of 128 tokens at batch 1 with the KV cache, dense and pruned measured in turn (``secateur.lm_speed``). ``--export`` saves the uniform-width
-model, reopens it with ``from_pretrained`` and exports it to ONNX.
+512 tokens and decode of 128 tokens at batch 1 with the KV cache, dense and pruned measured in turn
+(``secateur.lm_speed``). ``--export`` saves the uniform-width model, reopens it with ``from_pretrained``
+and exports it to ONNX.
 """
 
 from __future__ import annotations
