@@ -136,3 +136,22 @@ def test_an_lm_recipe_writes_no_folder_that_pretends(hf_folder, tmp_path):  # no
         assert torch.equal(checkpoint(input_ids=ids).logits, sc.load(tmp_path / "out" / "model", base=base)(
             input_ids=ids).logits)
         assert float((checkpoint.model.layers[0].mlp.up_proj.weight == 0).float().mean()) == 0.5
+
+
+def test_a_config_with_an_infinite_float_is_read_back_as_from_pretrained_reads_it(tmp_path):
+    """Bamba's ``time_step_limit`` is (0, inf): transformers writes inf as {"__float__": "Infinity"}, and the
+    strict config refused the undecoded value, so ``sc.save`` of the pruned model raised transformers' error."""
+    from transformers import BambaConfig, BambaForCausalLM
+
+    config = BambaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=4, num_key_value_heads=1, attn_layer_indices=[0], mamba_n_heads=4,
+                         mamba_d_head=16, mamba_d_state=16, mamba_chunk_size=16, max_position_embeddings=32)
+    torch.manual_seed(0)
+    model = BambaForCausalLM(config).eval()
+    assert model.config.time_step_limit[1] == float("inf")
+    ids = torch.randint(0, 64, (2, 8))
+    sc.prune(model, sc.Structured(sparsity=0.5, units=("channels",)), example_inputs={"input_ids": ids})
+    sc.save(model, tmp_path)
+    again = BambaForCausalLM.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(again(ids).logits, model(ids).logits)

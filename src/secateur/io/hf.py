@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import copy
 import json
+import tempfile
+from pathlib import Path
 
 import torch
 from safetensors.torch import save as tensors_to_bytes
@@ -124,11 +126,25 @@ def unpadded(tensors: dict[str, torch.Tensor], manifest: Manifest) -> dict[str, 
     return out
 
 
+def _rebuilt(model: nn.Module, config_text: str) -> nn.Module:
+    """The model class built on the meta device from ``config_text`` read back as ``from_pretrained`` reads
+    a ``config.json`` (special floats such as infinity included); a config transformers refuses, or a class
+    it cannot build, is a :class:`NotExpressibleError`."""
+    with tempfile.TemporaryDirectory(prefix="secateur-config-") as tmp:
+        path = Path(tmp) / "config.json"
+        path.write_text(config_text, encoding="utf-8")
+        try:
+            config = type(model.config).from_json_file(path)
+            with torch.device("meta"):
+                return type(model)(config)
+        except Exception as err:  # whatever transformers raises: the checkpoint would not reopen
+            raise NotExpressibleError(f"transformers cannot rebuild {type(model).__name__} from the pruned config "
+                                      f"({type(err).__name__}: {str(err).splitlines()[0][:120]})") from None
+
+
 def _check_shapes(model: nn.Module, config_text: str, tensors: dict[str, torch.Tensor], tied: dict) -> None:
     """Build the architecture from the new config on the meta device: every tensor must have its shape."""
-    config = type(model.config).from_dict(json.loads(config_text))
-    with torch.device("meta"):
-        fresh = type(model)(config)
+    fresh = _rebuilt(model, config_text)
     expected = {k: tuple(v.shape) for k, v in fresh.state_dict().items()}
     missing = sorted(set(expected) - set(tensors) - set(tied))
     wrong = sorted(k for k, t in tensors.items() if expected.get(k) != tuple(t.shape))
