@@ -183,3 +183,22 @@ def test_blocks_take_a_target_alone_and_need_a_stack():
         sc.Structured(target=sc.Latency(3.0), units=("blocks",))
     with pytest.raises(sc.PruningError, match="stacks of identical blocks"):
         sc.prune(Residual(), sc.Structured(sparsity=0.5, units=("blocks",)), example_inputs=X)
+
+
+class _AtLeastTwelve(nn.Module):
+    """A layer whose code refuses inputs narrower than 12 features (runs at 15, not at 8)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] < 12:
+            raise RuntimeError("too narrow")
+        return x
+
+
+def test_a_plan_the_models_code_cannot_run_is_a_pruning_error_not_an_input_error():
+    """UnivNet in the sweep: one unit fewer per group ran, the 50% plan did not, and the error blamed the
+    example inputs ("the model does not run on the example inputs")."""
+    model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), _AtLeastTwelve(), nn.Linear(16, 2))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(sc.PruningError, match="cannot run with this plan's sizes .RuntimeError: too narrow"):
+        sc.prune(model, sc.Structured(sparsity=0.5), example_inputs=torch.randn(2, 4))
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())

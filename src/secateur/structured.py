@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from .counting import count_macs, count_params, meta_copy
+from .errors import InputError, PruningError
 from .graph import CouplingGraph, Group
 from .inputs import Inputs
 from .methods import Macs, Params, Structured
@@ -74,10 +75,14 @@ class Shadow:
         try:
             model, inputs = self.copy(plan)
             return count_params(model), count_macs(model, inputs) if macs else 0, embedding_params(model)
-        except Exception:
+        except Exception as err:
             if self.meta and self._meta_unusable():
                 return self.run(plan, macs)
-            raise
+            cause = err.__cause__ if isinstance(err, InputError) and err.__cause__ else err
+            raise PruningError(f"the model's code cannot run with this plan's sizes ({type(cause).__name__}: "
+                               f"{str(cause).splitlines()[0][:160]}); it ran with one unit fewer per group, so the "
+                               "code limits how far a size may shrink: prune fewer units, or ignore=[...] the "
+                               "layers involved") from err
 
     def runs(self, plan: Plan) -> bool:
         """Does the model still run, with the same output shapes, after ``plan``?"""
