@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from ..errors import InvalidParameterError
 from .table import Rule, RuleTable, check_name
 
 _user = RuleTable()
@@ -28,7 +29,7 @@ def register_rule(*op_names: str) -> Callable[[Rule], Rule]:
     >>> unregister_rule("relu")
     """
     if not op_names:
-        raise ValueError("register_rule needs at least one op name, e.g. @register_rule('linear')")
+        raise InvalidParameterError("register_rule needs at least one op name, e.g. @register_rule('linear')")
     for name in op_names:
         check_name(name)
 

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 
 from torch import fx
 
+from ..errors import InvalidParameterError
+
 if TYPE_CHECKING:
     from .walk import Value, Walk
 
@@ -22,9 +24,9 @@ Entries = Mapping[str, Rule] | Iterable[tuple[str | Iterable[str], Rule]]
 
 
 def check_name(name: object) -> str:
-    """``name`` if it is an ATen op name as rules are looked up (``"linear"``), else a ValueError."""
+    """``name`` if it is an ATen op name as rules are looked up (``"linear"``), else an InvalidParameterError."""
     if not isinstance(name, str) or not name.isidentifier():
-        raise ValueError(f"{name!r} is not an op name: give the op's name without namespace or overload, "
+        raise InvalidParameterError(f"{name!r} is not an op name: give the op's name without namespace or overload, "
                          "e.g. 'linear' for aten.linear.default or 'my_op' for a torch.library op mylib::my_op")
     return name
 
