@@ -202,3 +202,25 @@ def test_a_plan_the_models_code_cannot_run_is_a_pruning_error_not_an_input_error
     with pytest.raises(sc.PruningError, match="cannot run with this plan's sizes .RuntimeError: too narrow"):
         sc.prune(model, sc.Structured(sparsity=0.5), example_inputs=torch.randn(2, 4))
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+class _ParamQueries(nn.Module):
+    """Passes a view of a parameter into a submodule (DETR-style learned queries): under ``no_grad`` such a
+    view is a leaf that requires grad, which torch's FLOP counter's module tracker cannot hook."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.queries = nn.Parameter(torch.randn(3, 8))
+        self.inp, self.mix, self.head = nn.Linear(4, 8), nn.Linear(8, 8), nn.Linear(8, 2)
+
+    def forward(self, x):
+        q = self.mix(self.queries.unsqueeze(0).expand(x.shape[0], -1, -1))
+        return self.head(torch.relu(q + self.inp(x).mean(1, keepdim=True)))
+
+
+def test_parameter_views_passed_to_submodules_are_counted_and_pruned():
+    model, x = _ParamQueries(), torch.randn(2, 5, 4)
+    assert count_macs(model, (x,)) == 2 * (5 * 4 * 8 + 3 * (8 * 8 + 8 * 2))
+    assert all(p.requires_grad for p in model.parameters())  # counting leaves the flags as they were
+    result = sc.prune(model, sc.Structured(sparsity=0.5), example_inputs=(x,))
+    assert result.params_after < result.params_before and model(x).shape == (2, 3, 2)

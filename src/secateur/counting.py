@@ -15,7 +15,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, register_flop_formula, sdpa_flop_count
 
 from .inputs import as_inputs
-from .transaction import eval_mode
+from .transaction import eval_mode, frozen
 
 aten = torch.ops.aten
 
@@ -85,7 +85,7 @@ def macs_and_shapes(model: nn.Module, example_inputs: object) -> tuple[int, list
     """One forward pass: its multiply-accumulates and the shapes of every output tensor."""
     inputs = as_inputs(example_inputs)
     counter = FlopCounterMode(display=False)
-    with eval_mode(model), counter:
+    with eval_mode(model), frozen(model), counter:
         shapes = inputs.output_shapes(model)
     return counter.get_total_flops() // 2, shapes
 

@@ -98,3 +98,25 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
     finally:
         for m, mode in modes:
             m.training = mode
+
+
+@contextmanager
+def frozen(model: nn.Module) -> Iterator[None]:
+    """Run the body with no parameter requiring grad, then restore every flag. Under ``no_grad`` a view of a
+    parameter is a leaf that still requires grad, which hooks on module inputs (torch's FLOP counter) reject.
+
+    >>> m = nn.Linear(2, 2)
+    >>> with frozen(m):
+    ...     m.weight.requires_grad
+    False
+    >>> m.weight.requires_grad
+    True
+    """
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
