@@ -155,3 +155,25 @@ def test_a_config_with_an_infinite_float_is_read_back_as_from_pretrained_reads_i
     again = BambaForCausalLM.from_pretrained(tmp_path).eval()
     with torch.no_grad():
         torch.testing.assert_close(again(ids).logits, model(ids).logits)
+
+
+def test_a_config_field_equal_to_a_pruned_width_by_chance_is_not_fitted(tmp_path):
+    """UnivNet's ``model_in_channels`` (the noise width) equals its kernel predictors' hidden width; pruning the
+    predictors must not set it too (0.2's fitter did, and the pruned model no longer ran)."""
+    from transformers import UnivNetConfig, UnivNetModel
+
+    def make() -> UnivNetModel:
+        torch.manual_seed(0)
+        return UnivNetModel(UnivNetConfig(
+            model_in_channels=16, model_hidden_channels=8, num_mel_bins=8, resblock_kernel_sizes=[3],
+            resblock_stride_sizes=[2], resblock_dilation_sizes=[[1]], kernel_predictor_num_blocks=1,
+            kernel_predictor_hidden_channels=16)).eval()
+
+    model = make()
+    features, noise = torch.randn(1, 5, 8), torch.randn(1, 5, 16)
+    sc.prune(model, sc.Structured(sparsity=0.5), example_inputs={"input_features": features, "noise_sequence": noise})
+    assert (model.config.model_in_channels, model.config.kernel_predictor_hidden_channels) == (16, 8)
+    out = model(input_features=features, noise_sequence=noise).waveforms
+    folder = sc.save(model, tmp_path / "univnet")
+    again = sc.load(folder, base=make)
+    assert torch.equal(again(input_features=features, noise_sequence=noise).waveforms, out)

@@ -224,3 +224,27 @@ def test_parameter_views_passed_to_submodules_are_counted_and_pruned():
     assert all(p.requires_grad for p in model.parameters())  # counting leaves the flags as they were
     result = sc.prune(model, sc.Structured(sparsity=0.5), example_inputs=(x,))
     assert result.params_after < result.params_before and model(x).shape == (2, 3, 2)
+
+
+class _NeedsWidth(nn.Module):
+    """Two branches; the code of the first refuses fewer than 24 features (a size limit no graph shows)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a1, self.a2 = nn.Linear(8, 32), nn.Linear(32, 4)
+        self.b1, self.b2 = nn.Linear(8, 32), nn.Linear(32, 4)
+
+    def forward(self, x):
+        h = torch.relu(self.a1(x))
+        if h.shape[-1] < 24:
+            raise ValueError("needs at least 24 features")
+        return self.a2(h) + self.b2(torch.relu(self.b1(x)))
+
+
+def test_groups_whose_planned_size_the_code_refuses_are_left_out_with_the_reason():
+    model, x = _NeedsWidth(), torch.randn(3, 8)
+    result = sc.prune(model, sc.Structured(sparsity=0.5), example_inputs=(x,))
+    assert (model.a1.out_features, model.b1.out_features) == (32, 16)
+    assert model(x).shape == (3, 4)
+    assert any("a1" in g and "cannot run at the size this plan gives it" in why for g, why in result.skipped.items())
+    assert not any("a1" in g for g in result.groups)

@@ -201,6 +201,18 @@ def _set(config: object, path: tuple[str, ...], value: object) -> None:
     setattr(config, path[-1], value)
 
 
+def _closer(after: dict[str, tuple], before: dict[str, tuple]) -> bool:
+    """Does ``after`` miss fewer dims in all than ``before``, with no tensor missing more? (A field that fixes one
+    tensor's size by breaking another dim, e.g. an input width equal by chance to a pruned width, does not fit.)"""
+    def off(built: tuple | None, actual: tuple | None) -> int:
+        if built is None or actual is None or len(built) != len(actual):
+            return 1 + max(len(built or ()), len(actual or ()))
+        return sum(a != b for a, b in zip(built, actual, strict=True))
+
+    worse = any(off(*after[n]) > (off(*before[n]) if n in before else 0) for n in after)
+    return not worse and sum(off(*v) for v in after.values()) < sum(off(*v) for v in before.values())
+
+
 def _better_field(model: nn.Module, config: object, wrong: dict[str, tuple], settings: dict) -> tuple | None:
     """A field of ``config`` holding a dense size that a cut changed, whose new value leaves fewer mismatches
     and the same module settings (MLA's ``q_lora_scale`` depends on the rank: such a field is not fitted)."""
@@ -212,7 +224,7 @@ def _better_field(model: nn.Module, config: object, wrong: dict[str, tuple], set
             _set(trial, path, new)
             fresh = _rebuilt(model, trial)
             after = _mismatches(model, fresh) if fresh is not None else wrong
-            if len(after) < len(wrong) and set(after) <= set(wrong) and _settings(fresh) == settings:
+            if _closer(after, wrong) and _settings(fresh) == settings:
                 return path, new, after
     return None
 

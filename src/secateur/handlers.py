@@ -99,7 +99,7 @@ def run_structured(model: nn.Module, method: Structured, request: Request) -> Ou
     apply(model, plan, remember=False)
     add_shifts(model, plan, shifts)
     return Outcome(Plan(cuts=plan.cuts, blocks=blocks, biases=plan.biases),
-                   groups=blocks + [g.describe() for g in planner.groups], skipped={**planner.skipped, **skipped},
+                   groups=blocks + [g.describe() for g in planner.groups if planner.reason(g) is None], skipped={**planner.skipped, **skipped},
                    units=units, predicted=predicted)
 
 

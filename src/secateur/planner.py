@@ -32,6 +32,7 @@ from .structured import (
     exclusion,
     group_key,
     kept_fraction,
+    restricted,
     runnable_groups,
     selectable_groups,
     unit_report,
@@ -98,12 +99,13 @@ class Planner:
         self.stats: dict | None = None
         self._units: list[Units] | None = None
         self._dense: tuple[int, int, int] | None = None
+        self._refused: dict[int, str] = {}  # groups the last plan left out: the code refused their planned size
 
     def reason(self, group: Group) -> str | None:
         """Why ``group`` is not pruned (None when it is a candidate)."""
         if not group.prunable:
             return group.blocked[0] if group.blocked else "a single unit, or no layer produces it"
-        return exclusion(group, self.method) or self._unrunnable.get(group.id)
+        return exclusion(group, self.method) or self._unrunnable.get(group.id) or self._refused.get(group.id)
 
     @property
     def skipped(self) -> dict[str, str]:
@@ -162,7 +164,7 @@ class Planner:
         if target is not None:
             return self._plan_for_target(target)
         self._check_ratios(ratios or {})
-        plan = self._plan_for_sparsity(sparsity or 0.0, ratios)
+        plan = self._within_code_limits(lambda skip: self._plan_for_sparsity(sparsity or 0.0, ratios, skip=skip))
         if plan.is_empty() and (sparsity or 0) > 0:
             largest = max(g.size for g in self.groups)
             raise PruningError(f"sparsity={sparsity} removes nothing: the largest selected group has {largest} "
@@ -175,8 +177,27 @@ class Planner:
             raise InvalidParameterError(f"ratios= names {unknown[0]!r}, which is not a prunable group here; valid "
                                         f"keys: {', '.join(self.keys)} (secateur.analyze lists them)")
 
-    def _plan_for_sparsity(self, sparsity: float, ratios: dict[str, float] | None = None, costs: bool = False) -> Plan:
-        m, units = self.method, self.selection
+    def _within_code_limits(self, build: Callable[[frozenset[int]], Plan]) -> Plan:
+        """``build(skip)``'s plan, leaving out (``skip``) the groups whose planned size the model's own code refuses
+        (it ran with one unit fewer, e.g. a conv that needs a minimum width); each is reported with the reason."""
+        self._refused, skip = {}, frozenset()
+        plan = build(skip)
+        while not plan.is_empty() and not self.shadow.runs(plan):
+            refused = {u.group.id for u in self.selection
+                       if u.group.id not in skip and not self.shadow.runs(restricted(plan, u.group))}
+            if not refused:  # the sizes fail only together: predict() raises with the model's own error
+                return plan
+            skip |= refused
+            self._refused.update(dict.fromkeys(refused, "the model's code cannot run at the size this plan gives it "
+                                                        "(a forward pass failed; it ran with one unit fewer)"))
+            plan, refused_plan = build(skip), plan
+            if plan.is_empty():  # the code refused every group: raise with its own error
+                self.shadow.run(refused_plan)
+        return plan
+
+    def _plan_for_sparsity(self, sparsity: float, ratios: dict[str, float] | None = None, costs: bool = False,
+                           skip: frozenset[int] = frozenset()) -> Plan:
+        m, units = self.method, [u for u in self.selection if u.group.id not in skip]
         if m.scope == "global":
             weighted = units if costs else [replace(u, cost=1.0) for u in units]
             return plan_from_drops(units, global_drops(weighted, sparsity, m.round_to, self.criterion.normalize))

@@ -121,6 +121,17 @@ def runnable_groups(shadow: Shadow, groups: list[Group]) -> tuple[list[Group], d
     return ok, {g.id: reason for g in groups if g not in ok}
 
 
+def restricted(plan: Plan, group: Group) -> Plan:
+    """The part of ``plan``'s cuts that falls on ``group``'s members."""
+    part = Plan()
+    for m in group.members:
+        mine = set(m.indices(list(range(group.size))))
+        cut = [i for i in plan.cuts.get(m.tensor, {}).get(m.dim, []) if i in mine]
+        if cut:
+            part.add_cut(m.tensor, m.dim, cut)
+    return part
+
+
 def group_key(group: Group) -> str:
     """The name ``Structured(ratios=...)`` and ``sensitivity`` use for a group: its first producing layer."""
     return next((m.tensor.rpartition(".")[0] for m in group.members if m.role == "out"), group.describe())
