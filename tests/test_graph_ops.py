@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -288,3 +289,25 @@ def test_fitting_a_config_never_changes_a_module_setting():
     sc.prune(model, sc.Structured(sparsity=0.5), example_inputs=x)
     assert update_config(model) == ["shapes (down.weight, down.bias, up.weight)"]
     assert model.config.rank == 8
+
+
+@pytest.mark.parametrize("multi_query", [True, False])
+def test_gpt_bigcode_attention_bookkeeping_follows_its_fused_projection(tmp_path, multi_query):
+    """GPTBigCode's ``c_attn`` holds H*D query features and one key and one value head (multi-query): the GPT-2
+    bookkeeping set its width to a third of that, so any plan broke the attention's split."""
+    from transformers import GPTBigCodeConfig, GPTBigCodeForCausalLM
+
+    def make() -> GPTBigCodeForCausalLM:
+        torch.manual_seed(0)
+        return GPTBigCodeForCausalLM(GPTBigCodeConfig(vocab_size=100, n_embd=64, n_layer=2, n_head=4, n_inner=128,
+                                                      multi_query=multi_query, bos_token_id=0, eos_token_id=0)).eval()
+
+    ids = {"input_ids": torch.randint(0, 100, (2, 8), generator=torch.Generator().manual_seed(0))}
+    model, ffn = make(), make()
+    result = sc.prune(model, sc.Structured(sparsity=0.5), example_inputs=ids)
+    assert result.params_after < result.params_before and model.transformer.h[0].mlp.c_fc.out_features == 64
+    assert torch.equal(sc.load(sc.save(model, tmp_path / "all"), base=make)(**ids).logits, model(**ids).logits)
+    sc.prune(ffn, sc.Structured(sparsity=0.5, units=("channels",)), example_inputs=ids)
+    sc.save(ffn, tmp_path / "ffn")
+    again = GPTBigCodeForCausalLM.from_pretrained(tmp_path / "ffn").eval()
+    assert torch.equal(again(**ids).logits, ffn(**ids).logits)

@@ -23,12 +23,25 @@ def sync_attention(model: nn.Module) -> None:
         if hasattr(module, "attention_head_size") and hasattr(module, "query"):  # BERT, ViT
             module.all_head_size = module.query.out_features
             module.num_attention_heads = module.all_head_size // module.attention_head_size
+        elif hasattr(module, "c_attn") and hasattr(module, "kv_dim") and hasattr(module, "multi_query"):  # GPTBigCode
+            _sync_bigcode(module)
         elif hasattr(module, "c_attn") and hasattr(module, "split_size") and hasattr(module, "head_dim"):  # GPT-2
             module.split_size = _out(module.c_attn) // 3
             module.num_heads = module.split_size // module.head_dim
             module.embed_dim = module.split_size
         elif hasattr(module, "num_key_value_groups") and hasattr(module, "q_proj") and hasattr(module, "k_proj"):
             module.num_key_value_groups = _out(module.q_proj) // max(_out(module.k_proj), 1)  # Llama-style GQA
+
+
+def _sync_bigcode(module: nn.Module) -> None:
+    """GPTBigCode's fused ``c_attn``: ``H*D`` query features then one key and one value head (multi-query), or
+    ``3*H*D`` interleaved per head."""
+    width = _out(module.c_attn) - 2 * module.kv_dim if module.multi_query else _out(module.c_attn) // 3
+    module.embed_dim = module.split_size = width
+    module.num_heads = width // module.head_dim
+    module.kv_heads = 1 if module.multi_query else module.num_heads
+    module.kv_dim = module.kv_heads * module.head_dim
+    module.num_key_value_groups = module.num_heads // module.kv_heads
 
 
 def _uniform(values: list[int]) -> int | None:
