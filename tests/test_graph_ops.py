@@ -311,3 +311,25 @@ def test_gpt_bigcode_attention_bookkeeping_follows_its_fused_projection(tmp_path
     sc.save(ffn, tmp_path / "ffn")
     again = GPTBigCodeForCausalLM.from_pretrained(tmp_path / "ffn").eval()
     assert torch.equal(again(**ids).logits, ffn(**ids).logits)
+
+
+class _Tiled(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp, self.out = nn.Linear(4, 8), nn.Linear(16, 3)
+
+    def forward(self, x):
+        return self.out(torch.relu(self.inp(x)).repeat(1, 2))
+
+
+def test_a_tiled_dim_prunes_its_channels_in_every_tile():
+    """``x.repeat`` (JetMoE tiles its key heads per expert) blocked the tiled channels."""
+    model, x = _Tiled(), torch.randn(5, 4)
+    with torch.no_grad():
+        model.inp.weight[[1, 6]] = 0
+        model.inp.bias[[1, 6]] = 0
+        model.out.weight[:, [1, 6, 9, 14]] = 0  # channels 1 and 6 in both tiles: nothing, the least magnitude
+    expected = model(x)
+    sc.prune(model, sc.Structured(ratios={"inp": 0.25}), example_inputs=(x,))
+    assert (model.inp.out_features, model.out.in_features) == (6, 12)
+    assert torch.allclose(model(x), expected, atol=1e-6)

@@ -151,16 +151,11 @@ def _repeat_interleave(walk: Walk, node: fx.Node) -> Value:
 
 
 def _repeat(walk: Walk, node: fx.Node) -> Value:
-    """``x.repeat(sizes)`` tiles dims: a tiled channel dim is blocked, the others keep their channels."""
+    """``x.repeat(sizes)`` tiles dims: a tiled dim holds its channels once per tile (JetMoE's key heads, one
+    copy per expert), like ``cat`` of the same tensor."""
     sizes, value = list(node.args[1]), walk.value(node.args[0])
     shift = len(sizes) - len(walk.shape(node.args[0]))
-    out: Value = {}
-    for d, segs in value.items():
-        if sizes[d + shift] == 1:
-            out[d + shift] = segs
-        else:
-            walk.block(segs, f"{walk.label(node)} tiles that dim")
-    return out
+    return {d + shift: tuple(segs) * sizes[d + shift] for d, segs in value.items()}
 
 
 LAYOUT = RuleTable([
