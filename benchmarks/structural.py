@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/structural.py            # all sections (about 10 minutes)
     .venv/bin/python benchmarks/structural.py support    # one section: support | latency | scaling
+    .venv/bin/python benchmarks/structural.py support --only multihead-attention   # support rows of some models
 
 Sections: (1) support and cost at 50% on zoo models; (2) onnxruntime speedup vs MAC reduction at
 0.5x MACs; (3) build + prune time against depth up to a 7B-shaped Llama.
@@ -73,9 +74,11 @@ def _one(make, example, units, tool: str) -> dict:
     return {"s": f"{seconds:.2f}", "params": fmt(after[0]), "macs": fmt(after[1]), "runs": ok}
 
 
-def support() -> str:
+def support(only: list[str] | None = None) -> str:
     rows = []
     for name, (make, example, units) in MODELS.items():
+        if only and name not in only:
+            continue
         ours, peer = _one(make, example, units, "secateur"), _one(make, example, units, "torch-pruning")
         rows.append({"model": name, "secateur s": ours["s"],
                      "secateur params/MACs": f"{ours['params']} / {ours['macs']}", "secateur runs": ours["runs"],
@@ -186,5 +189,7 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["_tp_llama"]:
         _tp_llama(sys.argv[2])
         sys.exit(0)
-    for name in sys.argv[1:] or list(SECTIONS):
-        print(f"\n## {name}\n\n{SECTIONS[name]()}\n", flush=True)
+    args = sys.argv[1:]
+    only = args[args.index("--only") + 1:] if "--only" in args else None
+    for name in (args[:args.index("--only")] if only is not None else args) or list(SECTIONS):
+        print(f"\n## {name}\n\n{SECTIONS[name](only) if only else SECTIONS[name]()}\n", flush=True)

@@ -17,8 +17,8 @@ def test_analyze_lists_groups_and_reasons():
     a = analyze(MHAModel(), torch.randn(2, 5, 12))
     reasons = {g.members: g.skipped for g in a.groups}
     assert reasons["mha.out_proj.out => head.in"] is None
-    assert "picks one channel" in reasons["mha.out"]
-    assert "hard-codes" in reasons["inp.out => mha.in"]
+    assert reasons["inp.out => mha.q_proj.in => mha.k_proj.in => mha.v_proj.in"] is None  # the swap opens it
+    assert a.replaced == ["mha"] and "`mha`" in a.to_markdown()
     assert a.skipped_modules["head"] == "tied to a model output"
     assert "| group | key | unit |" in a.to_markdown()
 

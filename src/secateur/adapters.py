@@ -12,6 +12,8 @@ import copy
 import torch
 from torch import nn
 
+from .split_attention import SplitMultiheadAttention
+
 
 def _out(layer: nn.Module) -> int:
     return layer.nf if hasattr(layer, "nf") else layer.out_features
@@ -44,6 +46,12 @@ def _sync_bigcode(module: nn.Module) -> None:
     module.num_key_value_groups = module.num_heads // module.kv_heads
 
 
+def _llama_attention(m: nn.Module) -> bool:
+    """A Llama-style attention module of transformers (q_proj and a head_dim), not secateur's own
+    ``SplitMultiheadAttention``, which the config does not describe."""
+    return hasattr(m, "q_proj") and hasattr(m, "head_dim") and not isinstance(m, SplitMultiheadAttention)
+
+
 def _uniform(values: list[int]) -> int | None:
     return values[0] if values and all(v == values[0] for v in values) else None
 
@@ -52,7 +60,7 @@ def _layer_sizes(model: nn.Module) -> dict[str, list[int]]:
     """Per-layer head counts, KV heads and FFN widths, read from module shapes."""
     sizes: dict[str, list[int]] = {"heads": [], "kv_heads": [], "ffn": []}
     for name, m in model.named_modules():
-        if hasattr(m, "q_proj") and hasattr(m, "head_dim"):
+        if _llama_attention(m):
             sizes["heads"].append(_out(m.q_proj) // m.head_dim)
             sizes["kv_heads"].append(_out(m.k_proj) // m.head_dim)
         elif hasattr(m, "attention_head_size") and hasattr(m, "num_attention_heads"):
@@ -124,7 +132,7 @@ def config_changes(model: nn.Module) -> tuple[dict[str, object], list[str]]:
     if config is None or not hasattr(config, "to_dict"):
         return {}, []
     changes: dict[str, object] = {}
-    head_dim = next((m.head_dim for m in model.modules() if hasattr(m, "q_proj") and hasattr(m, "head_dim")), None)
+    head_dim = next((m.head_dim for m in model.modules() if _llama_attention(m)), None)
     if head_dim is not None:
         changes["head_dim"] = head_dim
     try:

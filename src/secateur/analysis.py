@@ -18,6 +18,8 @@ from .planner import Planner
 from .results import UnitReport
 from .structured import group_key
 
+_REPLACED = "planned as secateur's equivalent module (its sizes prune; a plan that cuts it swaps it): "
+
 
 @dataclass
 class GroupReport:
@@ -33,12 +35,15 @@ class GroupReport:
 
 @dataclass
 class Analysis:
-    """What ``analyze`` found. ``skipped_modules`` maps layers whose outputs stay to the reason;
-    ``plan`` / ``units`` / ``predicted`` show what the method would do (when it can plan)."""
+    """What ``analyze`` found. ``skipped_modules`` maps layers whose outputs stay (and modules kept whole) to
+    the reason; ``replaced`` lists the modules planned on as an equivalent module whose sizes prune
+    (``replacement.py``: ``nn.MultiheadAttention``); ``plan`` / ``units`` / ``predicted`` show what the method
+    would do (when it can plan)."""
 
     groups: list[GroupReport]
     unknown_ops: list[str] = field(default_factory=list)
     skipped_modules: dict[str, str] = field(default_factory=dict)
+    replaced: list[str] = field(default_factory=list)
     plan: Plan | None = None
     units: dict[str, UnitReport] = field(default_factory=dict)
     predicted: tuple[int, int] | None = None
@@ -70,6 +75,7 @@ class Analysis:
                 lines += textwrap.wrap(f"skipped: {g.skipped}", width, initial_indent="    ", subsequent_indent="    ")
         lines += textwrap.wrap("ops without a coupling rule: " + "; ".join(self.unknown_ops), width) if \
             self.unknown_ops else []
+        lines += textwrap.wrap(_REPLACED + ", ".join(self.replaced), width) if self.replaced else []
         if self.plan is not None:
             lines += ["", "plan (nothing applied):", *(f"  remove block {b}" for b in self.plan.blocks)]
             lines += [f"  {k}: keep {len(u.kept)} of {u.size} {u.kind}"[:width] for k, u in self.units.items()]
@@ -85,6 +91,8 @@ class Analysis:
         if self.unknown_ops:
             lines += ["", "Ops without a coupling rule (their channels are kept):"]
             lines += [f"- {o}" for o in self.unknown_ops]
+        if self.replaced:
+            lines += ["", _REPLACED + ", ".join(f"`{m}`" for m in self.replaced)]
         if self.skipped_modules:
             lines += ["", "Layers whose outputs are kept:", *(f"- `{m}`: {r}" for m, r in self.skipped_modules.items())]
         if self.plan is not None:
@@ -125,11 +133,11 @@ def analyze(model: nn.Module, example_inputs: object, method: Structured | None 
         for m in g.members:
             if m.role == "out" and r.skipped is not None:
                 skipped.setdefault(m.tensor.rpartition(".")[0], r.skipped)
-    analysis = Analysis(reports, planner.graph.unknown_ops, skipped)
+    analysis = Analysis(reports, planner.graph.unknown_ops, {**skipped, **planner.kept_whole}, planner.replacements)
     if method is not None:
         plan = planner.plan(chosen.sparsity, chosen.ratios, None if blocks else chosen.target) \
             if chosen.width_units != () else Plan()
-        analysis.plan = Plan(cuts=plan.cuts, blocks=blocks)
+        analysis.plan = Plan(cuts=plan.cuts, blocks=blocks, replacements=plan.replacements)
         analysis.units = planner.units(plan) if plan.cuts else {}
         analysis.dense, analysis.predicted = planner.predict(Plan()), planner.predict(plan)
     return analysis

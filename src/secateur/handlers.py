@@ -98,8 +98,9 @@ def run_structured(model: nn.Module, method: Structured, request: Request) -> Ou
     predicted, units = planner.predict(plan), planner.units(plan)
     apply(model, plan, remember=False)
     add_shifts(model, plan, shifts)
-    return Outcome(Plan(cuts=plan.cuts, blocks=blocks, biases=plan.biases),
-                   groups=blocks + [g.describe() for g in planner.groups if planner.reason(g) is None], skipped={**planner.skipped, **skipped},
+    return Outcome(Plan(cuts=plan.cuts, blocks=blocks, biases=plan.biases, replacements=plan.replacements),
+                   groups=blocks + [g.describe() for g in planner.groups if planner.reason(g) is None],
+                   skipped={**planner.skipped, **skipped},
                    units=units, predicted=predicted)
 
 

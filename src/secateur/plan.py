@@ -21,9 +21,10 @@ from .adapters import sync_attention, update_config
 from .depth import remove_blocks
 from .errors import ModelFileError
 from .masks import apply_mask
+from .replacement import replace_modules
 from .surgery import add_bias, apply_cuts, owner
 
-FORMAT, VERSION = "secateur.plan", 1
+FORMAT, VERSION = "secateur.plan", 2  # 2: replacements (a plan without any is still written as version 1)
 _HISTORY: weakref.WeakKeyDictionary[nn.Module, list[Plan]] = weakref.WeakKeyDictionary()
 
 
@@ -35,14 +36,17 @@ def mask_digest(mask: torch.Tensor) -> str:
 
 @dataclass
 class Plan:
-    """``blocks``: whole blocks removed (named before removal); ``biases``: layers given a bias (zeros,
-    before the cuts; e.g. FLAP's compensation; their values live in the weights); ``cuts[tensor][dim]``:
-    indices removed (coordinates after the blocks went); ``masks[tensor]``: boolean keep-masks."""
+    """``blocks``: whole blocks removed (named before removal); ``replacements``: modules swapped for an
+    equivalent one whose sizes may shrink (``replacement.py``; named after the blocks went);
+    ``biases``: layers given a bias (zeros, before the cuts; e.g. FLAP's compensation; their values live in
+    the weights); ``cuts[tensor][dim]``: indices removed (coordinates after the blocks went and the
+    swaps); ``masks[tensor]``: boolean keep-masks."""
 
     cuts: dict[str, dict[int, list[int]]] = field(default_factory=dict)
     masks: dict[str, torch.Tensor] = field(default_factory=dict)
     blocks: list[str] = field(default_factory=list)
     biases: list[str] = field(default_factory=list)
+    replacements: list[str] = field(default_factory=list)
 
     def add_cut(self, tensor: str, dim: int, indices: list[int]) -> None:
         """Record that ``indices`` leave dimension ``dim`` of ``tensor`` (merged with earlier cuts)."""
@@ -51,7 +55,7 @@ class Plan:
 
     def is_empty(self) -> bool:
         return (not any(i for dims in self.cuts.values() for i in dims.values()) and not self.masks and not self.blocks
-                and not self.biases)
+                and not self.biases and not self.replacements)
 
     def sparsity(self) -> dict[str, float]:
         """The fraction of each masked tensor that its mask zeroes."""
@@ -63,9 +67,10 @@ class Plan:
         cuts = {t: {str(d): list(i) for d, i in dims.items() if i} for t, dims in self.cuts.items()}
         masks = {n: {"shape": list(m.shape), "sparsity": round(1.0 - float(m.float().mean()), 8),
                      "sha256": mask_digest(m)} for n, m in self.masks.items()}
-        data = {"format": FORMAT, "version": VERSION, "blocks": list(self.blocks),
+        data = {"format": FORMAT, "version": VERSION if self.replacements else 1, "blocks": list(self.blocks),
                 "cuts": {t: d for t, d in cuts.items() if d}, "masks": masks}
-        return {**data, "biases": list(self.biases)} if self.biases else data
+        data |= {"biases": list(self.biases)} if self.biases else {}
+        return data | ({"replacements": list(self.replacements)} if self.replacements else {})
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Plan:
@@ -77,7 +82,8 @@ class Plan:
             cuts = {str(t): {int(d): [int(i) for i in idx] for d, idx in dims.items()}
                     for t, dims in data.get("cuts", {}).items()}
             return cls(cuts=cuts, blocks=[str(b) for b in data.get("blocks", [])],
-                       biases=[str(b) for b in data.get("biases", [])])
+                       biases=[str(b) for b in data.get("biases", [])],
+                       replacements=[str(r) for r in data.get("replacements", [])])
         except (AttributeError, TypeError, ValueError) as err:
             raise ModelFileError(f"a recorded plan is malformed ({err}); the manifest is damaged") from None
 
@@ -98,9 +104,9 @@ def forget(model: nn.Module) -> None:
 
 
 def apply(model: nn.Module, plan: Plan, *, remember: bool = True) -> nn.Module:
-    """Remove ``plan``'s blocks, add its biases, slice its cuts (attention bookkeeping and the Hugging Face config
-    follow), and mask its masked weights; in place. ``remember`` records the plan in the model's
-    history, which ``save`` writes.
+    """Remove ``plan``'s blocks, swap its replaced modules, add its biases, slice its cuts (attention bookkeeping
+    and the Hugging Face config follow), and mask its masked weights; in place. ``remember`` records the plan in
+    the model's history, which ``save`` writes.
 
     >>> import torch, secateur as sc
     >>> net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
@@ -110,6 +116,7 @@ def apply(model: nn.Module, plan: Plan, *, remember: bool = True) -> nn.Module:
     """
     if plan.blocks:
         remove_blocks(model, plan.blocks)
+    replace_modules(model, plan.replacements)
     for name in plan.biases:
         add_bias(model.get_submodule(name))
     if plan.cuts:

@@ -25,6 +25,7 @@ from .methods import Latency, Macs, Params, Structured, Target
 from .methods.structured import LM_CRITERION
 from .plan import Plan, apply
 from .progress import phase
+from .replacement import candidates, swapped
 from .results import UnitReport
 from .statistics import collect_statistics
 from .structured import (
@@ -91,10 +92,13 @@ class Planner:
         self.batches = as_batches(calibration)
         if self.criterion.needs & {"grad", "grad_sq"} and is_causal_lm(model):
             self.batches = lm_batches(self.batches)
-        with eval_mode(model), phase("capturing the graph", progress):
+        # modules whose code blocks every cut are swapped on the subject the session plans on (replacement.py)
+        self.replacements, self.kept_whole = candidates(model, method.ignore)
+        self.subject = swapped(model, self.replacements)
+        with eval_mode(model), eval_mode(self.subject), phase("capturing the graph", progress):
             self.shapes = self.inputs.output_shapes(model)
-            self.graph = capture(model, self.inputs.args, self.inputs.kwargs)
-            self.shadow = Shadow(model, self.inputs, self.shapes)
+            self.graph = capture(self.subject, self.inputs.args, self.inputs.kwargs)
+            self.shadow = Shadow(self.subject, self.inputs, self.shapes)
             self.groups, self._unrunnable = runnable_groups(self.shadow, selectable_groups(self.graph, method))
         self.stats: dict | None = None
         self._units: list[Units] | None = None
@@ -110,7 +114,8 @@ class Planner:
     @property
     def skipped(self) -> dict[str, str]:
         """Every group not pruned, described, with the reason."""
-        return {g.describe(): r for g in self.graph.groups if (r := self.reason(g)) is not None}
+        return {**{g.describe(): r for g in self.graph.groups if (r := self.reason(g)) is not None},
+                **self.kept_whole}
 
     @property
     def keys(self) -> dict[str, Group]:
@@ -130,15 +135,15 @@ class Planner:
     def selection(self) -> list[Units]:
         """Every candidate group's units with their scores and costs (computed once, in one calibration pass)."""
         if self._units is None:
-            self.stats = collect_statistics(self.model, self.criterion, self.batches, self.loss_fn, self.progress)
-            shapes = {n: p.shape for n, p in self.model.named_parameters(remove_duplicate=False)}
+            self.stats = collect_statistics(self.subject, self.criterion, self.batches, self.loss_fn, self.progress)
+            shapes = {n: p.shape for n, p in self.subject.named_parameters(remove_duplicate=False)}
             split = self._query_heads_follow()
             self._units = []
             with torch.no_grad():
                 for g in self.groups:
                     layout = gqa_layout(g) if split else None
                     view = query_heads(g) if layout else g
-                    scores = self.criterion.unit_scores(GroupWeights.of(self.model, view, self.stats)).float()
+                    scores = self.criterion.unit_scores(GroupWeights.of(self.subject, view, self.stats)).float()
                     self._units.append(Units(g, scores, unit_cost(view, shapes), layout[:2] if layout else None))
         return self._units
 
@@ -169,7 +174,14 @@ class Planner:
             largest = max(g.size for g in self.groups)
             raise PruningError(f"sparsity={sparsity} removes nothing: the largest selected group has {largest} "
                                f"units, so at least {1 / largest:.3g} is needed (or round_to is too big)")
-        return plan
+        return self.swaps(plan)
+
+    def swaps(self, plan: Plan) -> Plan:
+        """``plan`` with the module swaps its cuts and biases need (names inside a swapped module exist only after
+        the swap), so it applies to the user's model as well as to the session's subject."""
+        names = [*plan.cuts, *plan.biases]
+        needed = [r for r in self.replacements if any(n.startswith(r + ".") for n in names)]
+        return replace(plan, replacements=[*plan.replacements, *(r for r in needed if r not in plan.replacements)])
 
     def _check_ratios(self, ratios: dict[str, float]) -> None:
         unknown = sorted(set(ratios) - set(self.keys))
@@ -226,10 +238,10 @@ class Planner:
         left uncompensated with the reason."""
         if not self.criterion.compensates or plan.is_empty():
             return plan, {}, {}
-        full, skipped = with_biases(self.model, self.groups, plan)
-        shifts = bias_shifts(self.model, self.groups, full, self.stats or {})
+        full, skipped = with_biases(self.subject, self.groups, plan)
+        shifts = bias_shifts(self.subject, self.groups, full, self.stats or {})
         unexpressed = {k.removeprefix("bias compensation of ") for k in skipped}
-        return full, {n: v for n, v in shifts.items() if n not in unexpressed}, skipped
+        return self.swaps(full), {n: v for n, v in shifts.items() if n not in unexpressed}, skipped
 
     def predict(self, plan: Plan) -> tuple[int, int]:
         """(params, MACs) after ``plan``, counted on a shape-only copy."""
@@ -254,7 +266,7 @@ class Planner:
             measure = lambda s: self.latency_ms(make(s), target)  # noqa: E731
             goal, lo, hi, steps = target.ms, 0.0, 0.95, 7
         else:  # counted with the biases compensation would add
-            measure = lambda s: self.fraction(with_biases(self.model, self.groups, make(s))[0]  # noqa: E731
+            measure = lambda s: self.fraction(with_biases(self.subject, self.groups, make(s))[0]  # noqa: E731
                                               if self.criterion.compensates else make(s), target)
             goal, lo, hi, steps = target.fraction, 0.0, 0.999, 24
         if measure(hi) > goal:
@@ -265,14 +277,14 @@ class Planner:
         for _ in range(steps):
             mid = (lo + hi) / 2
             lo, hi = (lo, mid) if measure(mid) <= goal else (mid, hi)
-        return make(hi)
+        return self.swaps(make(hi))
 
     def latency_ms(self, plan: Plan, target: Latency) -> float:
         """onnxruntime latency of the model after ``plan``, on ``target.batch_size`` copies of the example."""
         from .latency import ort_latency_ms
         from .onnx_export import onnx_of
 
-        pruned = apply(copy.deepcopy(self.model), plan, remember=False)
+        pruned = apply(copy.deepcopy(self.subject), plan, remember=False)
         batch = self.inputs.repeat_batch(target.batch_size)
         with tempfile.TemporaryDirectory(prefix="secateur-lat-") as tmp:
             return ort_latency_ms(onnx_of(pruned, batch, tmp), batch, runs=target.runs)
@@ -280,6 +292,8 @@ class Planner:
     def commit(self, plan: Plan) -> None:
         """After ``plan`` was applied to the model: renumber every candidate group for the smaller model,
         so planning goes on without a new capture (scores are recomputed from the current weights)."""
+        self.replacements = [r for r in self.replacements if r not in plan.replacements]
+        self.subject = self.shadow.model = swapped(self.model, self.replacements)
         self.groups = [g for g in (_shrunk(g, plan.cuts) for g in self.groups) if g.size > 1]
         self._units = self._dense = self.stats = None
 

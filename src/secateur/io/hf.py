@@ -29,6 +29,7 @@ from torch import nn
 from ..adapters import apply_changes, config_changes
 from ..compress import quantize_rows
 from ..errors import NotExpressibleError
+from ..replacement import replaced_modules
 from .manifest import HuggingFace, Manifest, TensorEntry
 from .state import entry, pack_bits
 
@@ -156,6 +157,10 @@ def _check_shapes(model: nn.Module, config_text: str, tensors: dict[str, torch.T
 
 def _layout(model: nn.Module, tensors: dict[str, torch.Tensor], pad: bool) -> tuple[dict, dict]:
     """(pads by tensor, config changes), or :class:`NotExpressibleError` saying what cannot be expressed."""
+    swapped = replaced_modules(model)
+    if swapped:
+        raise NotExpressibleError(f"secateur swapped {', '.join(swapped)} for an equivalent module whose sizes prune "
+                                  "(transformers would rebuild the original class)")
     changes, unexpressed = config_changes(model)
     if unexpressed and not pad:
         raise NotExpressibleError(f"transformers' config cannot express the pruned {', '.join(unexpressed)} sizes "
