@@ -92,7 +92,7 @@ class Planner:
             self.batches = lm_batches(self.batches)
         with eval_mode(model), phase("capturing the graph", progress):
             self.shapes = self.inputs.output_shapes(model)
-            self.graph = capture(model, self.inputs.args, self.inputs.kwargs)
+            self.graph = capture(model, self.inputs.args, self.inputs.kwargs, grouping=method.grouping)
             self.shadow = Shadow(model, self.inputs, self.shapes)
             self.groups, self._unrunnable = runnable_groups(self.shadow, selectable_groups(self.graph, method))
         self.stats: dict | None = None
