@@ -190,3 +190,25 @@ def test_depthwise_convs_tie_input_to_output_channels_whatever_the_units():
         dw = model.dw[0]
         assert (dw.in_channels, dw.out_channels, dw.groups) == (12, 12, 12)
         assert result.units[next(k for k in result.units if k.startswith("dw.0"))].kind == kind
+
+
+def test_iterative_rounds_keep_pruning_inside_groups_and_replay_on_load(tmp_path):
+    from secateur.schedule import iterative_prune
+
+    model = _grouped_conv()
+    iterative_prune(model, sc.Structured(sparsity=0.5), rounds=3, recover=lambda m: None, example_inputs=X,
+                    progress=False)
+    g, norm = model.grouped, model.norm
+    assert (g.in_channels, g.out_channels, g.groups, norm.num_groups, norm.num_channels) == (20, 40, 4, 8, 40)
+    _runs_forward_and_backward(model, X, (2, 5))
+    loaded = sc.load(sc.save(model, tmp_path / "it"), base=GroupedConv).eval()
+    assert torch.equal(loaded(X), model(X))
+
+
+def test_a_folder_without_plans_resizes_grouped_layers_keeping_their_group_count(tmp_path):
+    model = _grouped_conv()  # shrunk by hand, as another tool prunes: 4 conv groups and 8 norm groups of half width
+    model.conv1, model.grouped = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 32, 3, padding=1, groups=4)
+    model.norm, model.conv2 = nn.GroupNorm(8, 32), nn.Conv2d(32, 16, 1)
+    loaded = sc.load(sc.save(model, tmp_path / "by-hand"), base=GroupedConv).eval()
+    assert (loaded.grouped.groups, loaded.grouped.in_channels, loaded.norm.num_groups) == (4, 16, 8)
+    assert torch.equal(loaded(X), model(X))
