@@ -212,3 +212,13 @@ def test_a_folder_without_plans_resizes_grouped_layers_keeping_their_group_count
     loaded = sc.load(sc.save(model, tmp_path / "by-hand"), base=GroupedConv).eval()
     assert (loaded.grouped.groups, loaded.grouped.in_channels, loaded.norm.num_groups) == (4, 16, 8)
     assert torch.equal(loaded(X), model(X))
+
+
+def test_on_the_model_input_a_grouped_conv_prunes_its_outputs_and_a_depthwise_one_says_why_not():
+    x = torch.randn(1, 8, 8, 8)
+    grouped = nn.Sequential(nn.Conv2d(8, 16, 3, groups=2), nn.ReLU(), nn.Conv2d(16, 4, 1)).eval()
+    sc.prune(grouped, sc.Structured(sparsity=0.5), example_inputs=x)
+    assert (grouped[0].in_channels, grouped[0].out_channels, grouped[0].groups) == (8, 8, 2)
+    depthwise = nn.Sequential(nn.Conv2d(8, 16, 3, groups=8), nn.ReLU(), nn.Conv2d(16, 4, 1)).eval()
+    reasons = {g.key: g.skipped for g in sc.analyze(depthwise, example_inputs=x).groups}
+    assert reasons["0"] == "conv2d ties its output channels to input channels that are not tracked"

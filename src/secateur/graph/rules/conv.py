@@ -30,8 +30,11 @@ def _grouped(walk: Walk, node: fx.Node, ref: ParamRef, groups: int, seg: Segment
             walk.member((unit,), ref.name, ref.dims[1], "in")
         tie_inside(walk, node, (seg,), groups, c_out)
         return
+    if value is None:
+        walk.block((seg,), f"{walk.label(node)} ties its output channels to input channels that are not tracked")
+        return
     group_space = walk.spaces.new(groups, "channels" if c_in == 1 and walk.grouping != "groups" else "groups")
-    if not (value is not None and walk.spaces.tie(value, (Segment(group_space, c_in),))
+    if not (walk.spaces.tie(value, (Segment(group_space, c_in),))
             and walk.spaces.tie((seg,), (Segment(group_space, c_out),))):
         walk.block(value, uneven(walk, node, groups))
         walk.block((seg,), uneven(walk, node, groups))
