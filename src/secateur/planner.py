@@ -97,7 +97,7 @@ class Planner:
         self.subject = swapped(model, self.replacements)
         with eval_mode(model), eval_mode(self.subject), phase("capturing the graph", progress):
             self.shapes = self.inputs.output_shapes(model)
-            self.graph = capture(self.subject, self.inputs.args, self.inputs.kwargs)
+            self.graph = capture(self.subject, self.inputs.args, self.inputs.kwargs, grouping=method.grouping)
             self.shadow = Shadow(self.subject, self.inputs, self.shapes)
             self.groups, self._unrunnable = runnable_groups(self.shadow, selectable_groups(self.graph, method))
         self.stats: dict | None = None

@@ -41,17 +41,53 @@ def _keep_index(size: int, drop: list[int]) -> torch.Tensor:
     return keep.nonzero().flatten()
 
 
-def per_group(module: nn.Module) -> int | None:
-    """Channels per group of a grouped conv or GroupNorm, read before its tensors are sliced."""
+def _grouping(module: nn.Module) -> tuple[int, int] | None:
+    """``(groups, channels)`` of a grouped conv or a GroupNorm (channels along its weight's first dim)."""
     if isinstance(module, nn.modules.conv._ConvNd) and module.groups > 1:
-        return module.out_channels // module.groups
+        return module.groups, module.in_channels if module.transposed else module.out_channels
     if isinstance(module, nn.GroupNorm):
-        return module.num_channels // module.num_groups
+        return module.num_groups, module.num_channels
     return None
 
 
-def sync_module_attributes(module: nn.Module, channels_per_group: int | None = None) -> None:
-    """Make a module's size attributes agree with its (sliced) tensors."""
+def groups_after(module: nn.Module, drop: list[int]) -> int | None:
+    """How many groups a grouped conv or GroupNorm has once rows ``drop`` of its weight go, read before they
+    go: the same when every group loses as many channels, fewer when whole groups go (None: not grouped).
+
+    >>> groups_after(nn.GroupNorm(4, 8), [0, 2, 4, 6]), groups_after(nn.GroupNorm(4, 8), [2, 3])
+    (4, 3)
+    """
+    grouping = _grouping(module)
+    if grouping is None:
+        return None
+    groups, channels = grouping
+    per, gone = channels // groups, set(drop)
+    kept = [sum(c not in gone for c in range(g * per, (g + 1) * per)) for g in range(groups)]
+    left = [k for k in kept if k]
+    if len(set(left)) != 1 or (len(left) < groups and left[0] != per):
+        raise PruningError(f"this plan leaves the groups of {type(module).__name__} with unequal channel counts "
+                           f"({kept}); a plan must take as many channels from every group, or whole groups")
+    return len(left)
+
+
+def groups_resized(module: nn.Module, channels: int) -> int | None:
+    """The group count of a grouped conv or GroupNorm whose weight now has ``channels`` rows, with no plan to
+    say how they went: the same count when it divides them (every group lost as many, as secateur's default
+    and Torch-Pruning prune), else as many groups as keep their size (None: not grouped).
+
+    >>> groups_resized(nn.GroupNorm(4, 16), 8), groups_resized(nn.GroupNorm(4, 8), 6)
+    (4, 3)
+    """
+    grouping = _grouping(module)
+    if grouping is None:
+        return None
+    groups, old = grouping
+    return groups if channels % groups == 0 else channels // (old // groups)
+
+
+def sync_module_attributes(module: nn.Module, groups: int | None = None) -> None:
+    """Make a module's size attributes agree with its (sliced) tensors; ``groups`` is a grouped conv's or a
+    GroupNorm's group count after the cut (``groups_after``)."""
     w = stored(module, "weight") if hasattr(module, "weight") else None
     if isinstance(module, nn.RNNBase):
         module.hidden_size = module.weight_hh_l0.shape[1]
@@ -60,8 +96,8 @@ def sync_module_attributes(module: nn.Module, channels_per_group: int | None = N
     elif w is None:
         return
     elif isinstance(module, nn.modules.conv._ConvNd):
-        if channels_per_group:
-            module.groups = w.shape[0] // channels_per_group
+        if groups:
+            module.groups = groups
         if module.transposed:
             module.in_channels, module.out_channels = w.shape[0], w.shape[1] * module.groups
         else:
@@ -69,7 +105,7 @@ def sync_module_attributes(module: nn.Module, channels_per_group: int | None = N
     elif isinstance(module, nn.Linear):
         module.out_features, module.in_features = w.shape
     elif isinstance(module, nn.GroupNorm):
-        module.num_groups, module.num_channels = w.shape[0] // (channels_per_group or 1), w.shape[0]
+        module.num_groups, module.num_channels = groups or module.num_groups, w.shape[0]
     elif isinstance(module, nn.modules.batchnorm._NormBase):
         module.num_features = w.shape[0]
     elif isinstance(module, nn.LayerNorm | nn.RMSNorm):
@@ -112,15 +148,16 @@ def apply_cuts(model: nn.Module, cuts: dict[str, dict[int, list[int]]]) -> None:
     touched: dict[nn.Module, int | None] = {}
     for tensor, dims in cuts.items():
         module, leaf = owner(model, tensor)
-        touched.setdefault(module, per_group(module))
+        if leaf == "weight":
+            touched[module] = groups_after(module, dims.get(0, []))
         for holder, name in _holders(module, leaf):
             old = getattr(holder, name)
             new = _sliced(old, dims)
             for m, attr in owners[id(old)] or [(holder, name)]:
                 (m._parameters if attr in m._parameters else m._buffers)[attr] = new
-                touched.setdefault(m, per_group(m))
-    for module, channels_per_group in touched.items():
-        sync_module_attributes(module, channels_per_group)
+                touched.setdefault(m, groups_after(m, []))
+    for module, groups in touched.items():
+        sync_module_attributes(module, groups)
 
 
 def add_bias(layer: nn.Module) -> None:

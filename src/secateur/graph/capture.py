@@ -23,7 +23,7 @@ from .registry import user_rules
 from .rules import BUILTIN
 from .spaces import Group
 from .table import Rule, RuleTable
-from .walk import Walk
+from .walk import Grouping, Walk
 
 
 @dataclass
@@ -117,10 +117,12 @@ def trace_graph(model: nn.Module, example_inputs: tuple, example_kwargs: dict | 
 
 
 def capture(model: nn.Module, example_inputs: tuple, example_kwargs: dict | None = None,
-            rules: Mapping[str, Rule] | None = None) -> CouplingGraph:
+            rules: Mapping[str, Rule] | None = None, grouping: Grouping = "finer") -> CouplingGraph:
     """Find the coupled groups of ``model`` from one run on ``example_inputs``.
 
     ``rules`` (a :class:`RuleTable`) applies to this capture only, over the built-in and registered rules.
+    ``grouping`` says what grouped convs and GroupNorm lose: ``"channels"`` (channel ``j`` of every group, so
+    groups stay equal), ``"groups"`` (whole groups) or ``"finer"`` (per layer, whichever gives more units).
 
     >>> net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
     >>> g = capture(net, (torch.randn(1, 4),))
@@ -131,7 +133,7 @@ def capture(model: nn.Module, example_inputs: tuple, example_kwargs: dict | None
     ['relu: a private rule']
     """
     gm, names = trace_graph(model, example_inputs, example_kwargs)
-    walk = Walk(gm, _canonical_names(model, names), BUILTIN + user_rules() + RuleTable(rules or {}))
+    walk = Walk(gm, _canonical_names(model, names), BUILTIN + user_rules() + RuleTable(rules or {}), grouping)
     for node in gm.graph.nodes:
         walk.values[node] = walk.visit(node)
     return CouplingGraph(groups=walk.spaces.groups(), unknown_ops=walk.unknown_ops)

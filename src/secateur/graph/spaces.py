@@ -136,21 +136,41 @@ class Spaces:
 
     # -- merging
     def tie(self, a: tuple[Segment, ...], b: tuple[Segment, ...]) -> bool:
-        """Tie two layouts of one dimension channel for channel; refines the coarser side if needed."""
-        a, b = self.resolve(a), self.resolve(b)
-        if self._length(a) != self._length(b):
-            return False
-        if len(a) == 1 and len(b) > 1 or len(a) == len(b) == 1 and a[0].factor < b[0].factor:
-            a, b = b, a
-        if len(b) == 1 and [s.factor for s in a] != [b[0].factor] * len(a):
-            f = b[0].factor
-            if any(s.factor % f for s in a):
+        """Tie two layouts of one dimension channel for channel, at their common refinement.
+
+        Where a segment of one side ends inside a segment of the other, that segment's space is split there;
+        where two segments cover the same run with different factors, the finer one is coarsened. A space
+        that appears several times (``(s,) * 4``: channel ``j`` of every group) is split everywhere at once,
+        so this repeats until both sides line up, then ties them segment by segment.
+        """
+        aligned = None
+        while aligned is None:
+            a, b = self.resolve(a), self.resolve(b)
+            if self._length(a) != self._length(b):
                 return False
-            b = self.refine(b[0].space, [(self.size[s.space], s.factor // f) for s in a])
-            b = tuple(Segment(s.space, s.factor * f) for s in b)
-        if len(a) != len(b) or any(x.factor != y.factor for x, y in zip(a, b, strict=True)):
-            return False
-        return all(self._union(x.space, y.space) for x, y in zip(a, b, strict=True))
+            aligned = self._align(a, b)
+        return aligned and all(self._union(x.space, y.space) for x, y in zip(a, b, strict=True))
+
+    def _align(self, a: tuple[Segment, ...], b: tuple[Segment, ...]) -> bool | None:
+        """True when ``a`` and ``b`` (resolved, of one length) pair segment by segment; False when they
+        cannot; None after refining one space towards their common refinement (resolve them again)."""
+        for x, y in zip(a, b, strict=False):
+            lx, ly = self.size[x.space] * x.factor, self.size[y.space] * y.factor
+            if lx != ly:
+                longer = x if lx > ly else y
+                if min(lx, ly) % longer.factor:
+                    return False  # the boundary falls inside one unit of the longer segment
+                cut = min(lx, ly) // longer.factor
+                self.refine(longer.space, [(cut, 1), (self.size[longer.space] - cut, 1)])
+                return None
+            if x.factor != y.factor:
+                fine, coarse = (x, y) if x.factor < y.factor else (y, x)
+                if coarse.factor % fine.factor:
+                    return False
+                ratio = coarse.factor // fine.factor
+                self.refine(fine.space, [(self.size[fine.space] // ratio, ratio)])
+                return None
+        return True  # every pair has one length, so both sides have as many segments
 
     def _length(self, segs: tuple[Segment, ...]) -> int:
         return sum(self.size[s.space] * s.factor for s in segs)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import fx
@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     from .table import Rule
 
 Value = dict[int, tuple[Segment, ...]]
+Grouping = Literal["channels", "groups", "finer"]
+"""How grouped convs and GroupNorm are pruned: channel ``j`` of every group, whole groups, or per layer
+whichever gives more units (see ``rules/common.whole_groups``)."""
 
 
 @dataclass(frozen=True)
@@ -45,9 +48,11 @@ def op_name(target: object) -> str:
 class Walk:
     """State of one pass over the graph; rules call its helpers."""
 
-    def __init__(self, gm: fx.GraphModule, param_names: dict[str, str], rules: Mapping[str, Rule]) -> None:
+    def __init__(self, gm: fx.GraphModule, param_names: dict[str, str], rules: Mapping[str, Rule],
+                 grouping: Grouping = "finer") -> None:
         self.gm = gm
         self.rules = rules
+        self.grouping = grouping
         self.spaces = Spaces()
         self.values: dict[fx.Node, Value | list[Value]] = {}
         self.params: dict[fx.Node, ParamRef] = {}

@@ -14,7 +14,7 @@ from torch import nn
 from ..errors import InvalidParameterError, ModelFileError, SecateurError
 from ..masks import apply_mask
 from ..plan import Plan, apply, record
-from ..surgery import owner, per_group, stored, sync_module_attributes, tensor_owners
+from ..surgery import groups_resized, owner, stored, sync_module_attributes, tensor_owners
 from ..transaction import atomic, restored_data
 from . import hf
 from .folder import MANIFEST, Snapshot
@@ -95,7 +95,7 @@ def _resize_to(model: nn.Module, owners: dict, name: str, shape: list[int], dtyp
     if leaf in module._parameters:
         new = nn.Parameter(new, requires_grad=old.requires_grad)
     for holder, attr in owners[id(old)]:
-        groups = per_group(holder)
+        groups = groups_resized(holder, shape[0]) if attr == "weight" else None
         (holder._parameters if attr in holder._parameters else holder._buffers)[attr] = new
         sync_module_attributes(holder, groups)
 

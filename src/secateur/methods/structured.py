@@ -23,22 +23,26 @@ class Structured(Method):
 
     Give ``sparsity`` (the fraction of each coupled group's units removed), per-group ``ratios``, or a
     ``target`` (:class:`Macs`, :class:`Params` or :class:`Latency`; a bare float means MACs).
-    ``units`` restricts what is removed: ``"channels"`` (conv channels, neurons, FFN width), ``"heads"``
+    ``units`` restricts what is removed: ``"channels"`` (conv channels, neurons, FFN width; in a grouped
+    conv or GroupNorm, channel ``j`` of every group, so groups stay equal and as many), ``"heads"``
     (attention heads; query heads inside key-value groups under GQA), ``"hidden"`` (a transformer's
-    residual stream), ``"groups"`` (groups of grouped convs and GroupNorm) and ``"blocks"`` (whole
+    residual stream), ``"groups"`` (whole groups of grouped convs and GroupNorm) and ``"blocks"`` (whole
     residual blocks, as the criterion's ``choose_blocks`` says: ShortGPT's block influence unless it is
-    ``angular``); None means every unit but blocks, which are opt-in. Blocks take ``sparsity`` (a
-    fraction of each stack) or, alone, a ``Params``/``Macs`` target (the fewest blocks that reach it).
+    ``angular``); None means every unit but blocks, which are opt-in. With both channels and groups (or
+    None), each grouped conv and GroupNorm takes the finer pruning, the one with more units: channel ``j``
+    of every group when a group holds at least as many channels as there are groups, else whole groups
+    (:attr:`grouping`). Blocks take ``sparsity`` (a fraction of each stack) or, alone, a
+    ``Params``/``Macs`` target (the fewest blocks that reach it).
 
-    ``round_to`` keeps channel counts at multiples of it. Heads are rounded to the nearest count the
-    attention layout allows (under grouped-query attention every key-value group keeps as many query
-    heads as the others); heads named in ``units`` that a fraction leaves untouched raise an error that
-    says why. ``ignore`` holds module-name patterns (fnmatch) whose outputs stay; ``ratios`` maps group
-    keys (:func:`secateur.group_key`, shown by ``secateur.analyze``) to their own sparsity.
-    ``criterion`` scores units (a name or a criterion object; None: ``magnitude``, or ``LM_CRITERION``
-    for a causal language model given calibration data). ``scope="layer"`` gives every layer the same
-    width (a Hugging Face config can express it); ``scope="global"`` ranks units of all layers together
-    (non-uniform widths, FLAP's adaptive structure; a target then budgets the parameters each unit holds).
+    ``round_to`` keeps channel counts at multiples of it (inside groups: the channels of each group). Heads are
+    rounded to the nearest count the attention layout allows (under grouped-query attention every key-value
+    group keeps as many query heads as the others); heads named in ``units`` that a fraction leaves untouched
+    raise an error that says why. ``ignore`` holds module-name patterns (fnmatch) whose outputs stay; ``ratios``
+    maps group keys (:func:`secateur.group_key`, shown by ``secateur.analyze``) to their own sparsity.
+    ``criterion`` scores units (a name or a criterion object; None: ``magnitude``, or ``LM_CRITERION`` for a
+    causal language model given calibration data). ``scope="layer"`` gives every layer the same width (a Hugging
+    Face config can express it); ``scope="global"`` ranks units of all layers together (non-uniform widths,
+    FLAP's adaptive structure; a target then budgets the parameters each unit holds).
 
     >>> Structured(target=0.5).target
     Macs(fraction=0.5)
@@ -84,6 +88,20 @@ class Structured(Method):
         if criterion is not None and criterion.blocks_only and self.width_units != ():
             raise InvalidParameterError(f"criterion {criterion.name!r} chooses whole blocks only; use it with "
                                         "units=('blocks',), or pick a unit criterion (flap, minitron, taylor, ...)")
+
+    @property
+    def grouping(self) -> str:
+        """What grouped convs and GroupNorm lose (``secateur.graph.capture``'s ``grouping``): whole groups when
+        ``units`` names ``"groups"`` but not ``"channels"``, channel ``j`` of every group when it names channels
+        but not groups, else per layer whichever gives more units.
+
+        >>> Structured(sparsity=0.5, units=("groups",)).grouping, Structured(sparsity=0.5).grouping
+        ('groups', 'finer')
+        """
+        units = self.width_units or ()
+        if ("groups" in units) != ("channels" in units):
+            return "groups" if "groups" in units else "channels"
+        return "finer"
 
     @property
     def width_units(self) -> tuple[str, ...] | None:

@@ -25,6 +25,31 @@ def tie_or_block(walk: Walk, node: fx.Node, a, b):
     return walk.tie(a, b, node)
 
 
+def whole_groups(walk: Walk, groups: int, per_group: int) -> bool:
+    """Whether a layer of ``groups`` groups of ``per_group`` channels (the fewer, for a conv's two sides) loses
+    whole groups: as ``walk.grouping`` says, or, under ``"finer"``, when that gives more units than taking
+    channel ``j`` out of every group."""
+    return walk.grouping == "groups" or (walk.grouping == "finer" and per_group < groups)
+
+
+def tie_inside(walk: Walk, node: fx.Node, segs: tuple[Segment, ...] | None, groups: int, per_group: int
+               ) -> Segment | None:
+    """Tie ``segs`` (``groups`` equal groups of ``per_group`` channels) so that unit ``j`` is channel ``j`` of
+    every group; the space of those units, or None (``segs`` untracked, or blocked: a layout that cannot)."""
+    if segs is None:
+        return None
+    unit = Segment(walk.spaces.new(per_group))
+    if walk.spaces.tie(segs, (unit,) * groups):
+        return unit
+    walk.block(segs, uneven(walk, node, groups))
+    return None
+
+
+def uneven(walk: Walk, node: fx.Node, groups: int) -> str:
+    """Why channels split into ``groups`` groups by ``node`` cannot be pruned."""
+    return f"{walk.label(node)} has {groups} groups that do not line up with those of the layers coupled to it"
+
+
 def param_member(walk: Walk, node: fx.Node, arg: object, segs, role: str = "out") -> None:
     """Parameter ``arg`` (a bias, a norm's scale) follows ``segs`` along its first dim; a computed
     tensor there blocks them."""

@@ -9,7 +9,7 @@ from torch import fx
 
 from ..spaces import Segment
 from ..table import RuleTable
-from .common import param_member
+from .common import param_member, tie_inside, uneven, whole_groups
 
 if TYPE_CHECKING:
     from ..walk import Value, Walk
@@ -40,12 +40,16 @@ def _layer_norm(walk: Walk, node: fx.Node) -> Value | list[Value]:
 
 
 def _group_norm(walk: Walk, node: fx.Node) -> Value:
+    """Channel ``j`` of every group is one unit, or whole groups are (``whole_groups``); with one channel per
+    group, channels are (whole groups only when ``walk.grouping`` asks for groups)."""
     x, groups = node.args[0], node.args[1]
-    value = walk.value(x)
-    if value.get(1) is not None:
+    value, per_group = walk.value(x).get(1), walk.shape(x)[1] // groups
+    if value is not None and per_group > 1 and not whole_groups(walk, groups, per_group):
+        tie_inside(walk, node, value, groups, per_group)
+    elif value is not None and (per_group > 1 or walk.grouping == "groups"):
         space = walk.spaces.new(groups, "groups")
-        if not walk.spaces.tie(value[1], (Segment(space, walk.shape(x)[1] // groups),)):
-            walk.block(value[1], f"{walk.label(node)} groups channels unevenly")
+        if not walk.spaces.tie(value, (Segment(space, per_group),)):
+            walk.block(value, uneven(walk, node, groups))
     return _norm(walk, node, 1, list(node.args[2:4]))
 
 
