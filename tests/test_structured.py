@@ -248,3 +248,23 @@ def test_groups_whose_planned_size_the_code_refuses_are_left_out_with_the_reason
     assert model(x).shape == (3, 4)
     assert any("a1" in g and "cannot run at the size this plan gives it" in why for g, why in result.skipped.items())
     assert not any("a1" in g for g in result.groups)
+
+
+class _NarrowChangesShape(nn.Module):
+    """Its code returns fewer outputs when the hidden width drops below 24 (runs at 31, changes shape at 16)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a1, self.a2 = nn.Linear(8, 32), nn.Linear(32, 4)
+
+    def forward(self, x):
+        h = torch.relu(self.a1(x))
+        out = self.a2(h)
+        return out[:, :2] if h.shape[-1] < 24 else out
+
+
+def test_when_the_code_refuses_every_group_the_error_says_so_and_names_them():
+    model = _NarrowChangesShape()
+    with pytest.raises(sc.PruningError, match="refuses every selected group .* output shapes change .*a1"):
+        sc.prune(model, sc.Structured(sparsity=0.5), example_inputs=torch.randn(2, 8))
+    assert model.a1.out_features == 32

@@ -203,9 +203,17 @@ class Planner:
             self._refused.update(dict.fromkeys(refused, "the model's code cannot run at the size this plan gives it "
                                                         "(a forward pass failed; it ran with one unit fewer)"))
             plan, refused_plan = build(skip), plan
-            if plan.is_empty():  # the code refused every group: raise with its own error
+            if plan.is_empty():  # the code refused every group: its own error, else the output shapes changed
                 self.shadow.run(refused_plan)
+                raise PruningError(f"the model's code refuses every selected group at this plan's sizes: its output "
+                                   f"shapes change ({len(skip)} groups left out: {self._refused_names()}); prune "
+                                   "fewer units, other units=, or ignore=[...] the layers involved")
         return plan
+
+    def _refused_names(self) -> str:
+        """The groups the last plan left out because the code refused their planned size, described."""
+        names = [group_key(g) for g in self.groups if g.id in self._refused]
+        return ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
 
     def _plan_for_sparsity(self, sparsity: float, ratios: dict[str, float] | None = None, costs: bool = False,
                            skip: frozenset[int] = frozenset()) -> Plan:
