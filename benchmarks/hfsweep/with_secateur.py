@@ -33,7 +33,8 @@ def classify(exc: BaseException) -> str:
     """The outcome class of an exception raised by ``analyze`` or ``prune50``."""
     if isinstance(exc, sc.GraphCaptureError):
         return CAPTURE
-    if isinstance(exc, sc.PruningError) and ("no prunable groups" in str(exc) or "removes nothing" in str(exc)):
+    nothing = ("no prunable groups", "removes nothing", "refuses every selected group")
+    if isinstance(exc, sc.PruningError) and any(text in str(exc) for text in nothing):
         return NOTHING
     return BROKEN if isinstance(exc, sc.SecateurError) else CRASH
 
