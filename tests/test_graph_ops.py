@@ -333,3 +333,33 @@ def test_a_tiled_dim_prunes_its_channels_in_every_tile():
     sc.prune(model, sc.Structured(ratios={"inp": 0.25}), example_inputs=(x,))
     assert (model.inp.out_features, model.out.in_features) == (6, 12)
     assert torch.allclose(model(x), expected, atol=1e-6)
+
+
+def _falcon():
+    from transformers import FalconConfig, FalconForCausalLM
+
+    torch.manual_seed(0)
+    return FalconForCausalLM(FalconConfig(vocab_size=100, hidden_size=64, num_hidden_layers=2,
+                                          num_attention_heads=4)).eval()
+
+
+def _swin():
+    from transformers import SwinConfig, SwinModel
+
+    torch.manual_seed(0)
+    return SwinModel(SwinConfig(image_size=32, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[2, 4],
+                                window_size=4)).eval()
+
+
+@pytest.mark.parametrize(("make", "inputs"), [
+    (_falcon, {"input_ids": torch.randint(0, 100, (2, 8), generator=torch.Generator().manual_seed(0))}),
+    (_swin, {"pixel_values": torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))})],
+    ids=["falcon", "swin"])
+def test_the_issues_falcon_and_swin_prune_half_and_reload_equal(tmp_path, make, inputs):
+    """Issue 11's examples, with its configs: Falcon had nothing prunable; Swin's per-stage head list broke the
+    reload."""
+    model = make()
+    result = sc.prune(model, sc.Structured(sparsity=0.5), example_inputs=inputs)
+    assert result.params_after < 0.8 * result.params_before
+    again = sc.load(sc.save(model, tmp_path), base=make)
+    assert torch.equal(again(**inputs)[0], model(**inputs)[0])
