@@ -10,7 +10,9 @@ The model is loaded from a Hugging Face folder (written once from the ``llm-smol
 shipped stdlib-docstring corpus; perplexity on 32 x 512 tokens from its second half (in-domain) and on
 32 x 512 tokens of the Python reference manual (a text calibration never sees). Every row runs in a fresh
 process: wall and CPU seconds of the pruning call, and its memory as the peak RSS while pruning minus
-the RSS just before (the kernel's high-water mark, reset just before, /proc/self/clear_refs).
+the RSS just before (the kernel's high-water mark, reset just before, /proc/self/clear_refs), with the
+model's weights read once before (resident; "paged in MB": what that reading added, which 0.2's first
+table counted as pruning memory). ``SECATEUR_BENCH_SAVE=/dir/ROW.safetensors`` saves each pruned state.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pathlib import Path
 
 import torch
 from common import set_threads, table
+from safetensors.torch import save_file
 
 LENGTH, COUNT = 512, 32
 GROUPS = {
@@ -122,6 +125,15 @@ def llmcompressor(model, tokenizer, config: dict, calibration: torch.Tensor) -> 
     return {}
 
 
+def resident(model) -> None:
+    """Read every weight once: ``from_pretrained`` maps the safetensors file, so weights are read from disk
+    (and counted in RSS) only when first touched; "before" then holds the model, and the pruning's peak is
+    its own memory, not the model's ("paged in MB" is what this reading added)."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.sum()
+
+
 def one_row(row: str) -> dict:
     """Prune a fresh model as ``row`` says; time, memory and perplexity (run in a process of its own)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -135,6 +147,8 @@ def one_row(row: str) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(folder)
     calibration, in_domain, other = texts(tokenizer, config["shape"])
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    mapped = _status("VmRSS")
+    resident(model)
     before = _status("VmRSS")
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
@@ -142,10 +156,16 @@ def one_row(row: str) -> dict:
     extra = prune_with(config["tool"], model, tokenizer, config, calibration)
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     peak = _status("VmHWM")
+    if os.environ.get("SECATEUR_BENCH_SAVE"):  # the pruned state, to compare two trees' results (torch.equal)
+        from secateur.masks import find_mask
+
+        save_file({**{k: v.contiguous() for k, v in model.state_dict().items() if ".layers." in k},
+                   **{f"{n}.mask": find_mask(m).mask for n, m in model.named_modules() if find_mask(m) is not None}},
+                  os.environ["SECATEUR_BENCH_SAVE"].replace("ROW", row.replace(":", "_")))
     layers = [m.weight for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and ".layers." in n]
     zeros = sum(int((w == 0).sum()) for w in layers) / sum(w.numel() for w in layers)
     out = {"row": row, "wall s": round(wall, 1), "CPU s": round(cpu, 1), "RSS before MB": round(before),
-           "peak - before MB": round(peak - before), "sparsity": round(zeros, 4),
+           "peak - before MB": round(peak - before), "paged in MB": round(before - mapped), "sparsity": round(zeros, 4),
            "lm_head zeros": round(float((model.lm_head.weight == 0).float().mean()), 4), **extra}
     if config["shape"] == (COUNT, LENGTH):
         out |= {"ppl in-domain": perplexity(model, in_domain, progress=False),
@@ -178,7 +198,8 @@ def _cells(r: dict, base: dict) -> dict:
     ratio = {k: f"{r[k]:.2f} ({r[k] / base[k]:.2f}x)" if k in r else "-"
              for k in ("ppl in-domain", "ppl reference text")}
     return {"row": r["row"], **ratio, "wall s": r.get("wall s", "-"), "CPU s": r.get("CPU s", "-"),
-            "peak - before MB": r.get("peak - before MB", "-"), "RSS before MB": r.get("RSS before MB", "-"),
+            "peak - before MB": r.get("peak - before MB", "-"), "paged in MB": r.get("paged in MB", "-"),
+            "RSS before MB": r.get("RSS before MB", "-"),
             "sparsity": r.get("sparsity", r.get("failed", "-")), "per-block": r.get("per-block sparsity", "-")}
 
 

@@ -9,6 +9,7 @@ from torch import nn
 
 import secateur as sc
 import secateur.llm.engine as engine
+import secateur.llm.passes as passes
 import secateur.llm.states as states
 from secateur.methods.sparsegpt import Hessian
 from secateur.methods.wanda import ColumnNorms
@@ -103,6 +104,17 @@ def test_one_pass_and_staged_schedules_are_identical(method, monkeypatch):
     one_pass, _ = _pruned(llama, method, monkeypatch, held=2**40)
     staged, _ = _pruned(llama, method, monkeypatch, held=0)
     assert calls == {"lockstep": 2, "staged": 2}  # two blocks each way
+    assert all(torch.equal(one_pass[n], staged[n]) for n in one_pass)
+
+
+def test_each_forward_gives_back_freed_memory_when_it_hands_over_its_turn(monkeypatch):
+    """Threads keep their own malloc arenas: a forward releases what it freed at every stage it waits at and
+    when it ends (3 micro-batches x (4 stages: q/k/v, o, gate/up, down + the end) x 2 blocks)."""
+    calls = []
+    monkeypatch.setattr(passes, "release_freed", lambda: calls.append(1))
+    one_pass, _ = _pruned(llama, sc.Wanda(0.5, batch_size=2), monkeypatch, held=2**40)
+    staged, _ = _pruned(llama, sc.Wanda(0.5, batch_size=2), monkeypatch, held=0)
+    assert len(calls) == 3 * 5 * 2
     assert all(torch.equal(one_pass[n], staged[n]) for n in one_pass)
 
 

@@ -11,7 +11,10 @@ So o_proj is scored on the outputs of pruned q/k/v, and down_proj on those of pr
 Two schedules carry this out, with equal results (torch.equal):
 - ``lockstep`` (one pass per block): each micro-batch's forward runs in its own thread, one thread at a
   time in turn; a forward waiting at a stage keeps its live tensors (the residual stream and the stage
-  input), so memory grows with the calibration set but the block is computed once;
+  input), so memory grows with the calibration set but the block is computed once. Each thread's
+  allocations come from its own malloc arena, which keeps what the forward freed (glibc serves tensors
+  under 32 MB from arenas once one such tensor was freed): a thread hands over its turn only after
+  ``release_freed`` gave those pages back (SmolLM2-135M, 32 x 512 tokens, Wanda: +1.7 GB -> +0.35 GB);
 - ``staged``: micro-batches one after the other; a forward that reaches a new stage adds its input and
   stops; once all have, the layer is pruned and the forwards start again. Memory holds one micro-batch;
   the block costs one partial pass per stage plus the pass that gives its outputs.
@@ -19,6 +22,7 @@ Two schedules carry this out, with equal results (torch.equal):
 
 from __future__ import annotations
 
+import ctypes
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -160,6 +164,7 @@ class Turns:
             raise self.failure
 
     def barrier(self, index: int, on_last: Callable[[], None]) -> None:
+        release_freed()
         with self.cond:
             self.arrived += 1
             if self.arrived == len(self.live):
@@ -187,6 +192,7 @@ class Turns:
         except BaseException as err:
             self._fail(err)
         finally:
+            release_freed()
             with self.cond:
                 position = self.live.index(index)
                 self.live.remove(index)
@@ -206,3 +212,21 @@ class Turns:
         with self.cond:
             self.failure = self.failure or err
             self.cond.notify_all()
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (AttributeError, OSError, TypeError):  # not glibc
+        return None
+
+
+_TRIM = _malloc_trim()
+
+
+def release_freed() -> None:
+    """Give the memory that the current thread's forward freed back to the system: glibc's ``malloc_trim``
+    returns every free page of every arena (a no-op where the C library has none). Without it the four
+    micro-batch threads of a 32 x 512 SmolLM2 calibration keep the activations they freed (+1.7 GB)."""
+    if _TRIM is not None:
+        _TRIM(0)
