@@ -301,7 +301,8 @@ class Planner:
         """After ``plan`` was applied to the model: renumber every candidate group for the smaller model,
         so planning goes on without a new capture (scores are recomputed from the current weights)."""
         self.replacements = [r for r in self.replacements if r not in plan.replacements]
-        self.subject = self.shadow.model = swapped(self.model, self.replacements)
+        self.subject = swapped(self.model, self.replacements)
+        self.shadow.reset(self.subject)
         self.groups = [g for g in (_shrunk(g, plan.cuts) for g in self.groups) if g.size > 1]
         self._units = self._dense = self.stats = None
 

@@ -8,7 +8,7 @@ import copy
 import torch
 from torch import nn
 
-from .counting import count_macs, count_params, meta_copy
+from .counting import count_macs, count_params, macs_and_shapes, meta_copy
 from .errors import InputError, PruningError
 from .graph import CouplingGraph, Group
 from .inputs import Inputs
@@ -54,6 +54,11 @@ class Shadow:
     def __init__(self, model: nn.Module, inputs: Inputs, shapes: list) -> None:
         self.model, self.inputs, self.shapes = model, inputs, shapes
         self.meta = True
+        self._last: tuple[tuple, tuple[int, int, int]] | None = None  # the last plan that ran, and its counts
+
+    def reset(self, model: nn.Module) -> None:
+        """Try plans on ``model`` from now on (the planner's model after a committed plan)."""
+        self.model, self._last = model, None
 
     def copy(self, plan: Plan) -> tuple[nn.Module, Inputs]:
         """A copy of the model with ``plan`` applied, and the inputs to run it on."""
@@ -72,6 +77,8 @@ class Shadow:
 
     def run(self, plan: Plan, macs: bool = True) -> tuple[int, int, int]:
         """(params, MACs, embedding params) after ``plan``, measured on a copy (MACs 0 unless ``macs``)."""
+        if self._last is not None and not plan.masks and self._last[0] == _key(plan):  # ``runs`` just measured it
+            return self._last[1]
         try:
             model, inputs = self.copy(plan)
             return count_params(model), count_macs(model, inputs) if macs else 0, embedding_params(model)
@@ -88,11 +95,20 @@ class Shadow:
         """Does the model still run, with the same output shapes, after ``plan``?"""
         try:
             model, inputs = self.copy(plan)
-            return inputs.output_shapes(model) == self.shapes
+            macs, shapes = macs_and_shapes(model, inputs)
         except Exception:  # any failure means the module code cannot follow this plan
             if self.meta and self._meta_unusable():
                 return self.runs(plan)
             return False
+        if not plan.masks:
+            self._last = (_key(plan), (count_params(model), macs, embedding_params(model)))
+        return shapes == self.shapes
+
+
+def _key(plan: Plan) -> tuple:
+    """What a plan does to a shadow copy (its swaps are already made on the planner's subject)."""
+    cuts = tuple((t, tuple((d, tuple(i)) for d, i in sorted(dims.items()))) for t, dims in sorted(plan.cuts.items()))
+    return cuts, tuple(plan.blocks), tuple(plan.biases)
 
 
 def kept_fraction(shadow: Shadow, dense: tuple[int, int, int], plan: Plan, target: Macs | Params) -> float:
