@@ -1,6 +1,7 @@
 """One-shot pruning of a Llama-2-7B-shaped model larger than this machine's memory, block by block from its files.
 
     flock /tmp/secateur-heavy.lock .venv/bin/python benchmarks/llm_7b.py /work/llm7b   # make, prune x2, check, delete
+    .venv/bin/python benchmarks/llm_7b.py /work/llm7b wanda                            # one method
 
 The model: hidden 4096, FFN 11008, 32 layers, 32 heads with 8 key/value heads (GQA), vocabulary 32000,
 random bf16 weights (std 0.02, norms 1) written as one safetensors shard per block (about 13 GB; its
@@ -99,7 +100,7 @@ def _child(*args: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def main(root: Path) -> None:
+def main(root: Path, methods: list[str]) -> None:
     free = shutil.disk_usage(root.parent).free / 2**30
     if free < 45:
         sys.exit(f"{free:.0f} GiB free on {root.parent}; this needs about 40 GiB (source + two pruned copies)")
@@ -109,7 +110,7 @@ def main(root: Path) -> None:
         _child("make", str(source))
         print(f"wrote {source} ({sum(f.stat().st_size for f in source.iterdir()) / 2**30:.1f} GiB) in "
               f"{time.perf_counter() - start:.0f} s", flush=True)
-        for method in ("wanda", "sparsegpt"):
+        for method in methods:
             row = _child("prune", str(source), str(root / method), method)
             row |= _child("check", str(root / method))
             print(json.dumps(row), flush=True)
@@ -127,5 +128,5 @@ if __name__ == "__main__":
         print(json.dumps(prune(Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4])))
     elif command == "check":
         print(json.dumps(check(Path(sys.argv[2]))))
-    else:
-        main(Path(command))
+    else:  # ROOT [METHOD ...]: wanda and sparsegpt unless named
+        main(Path(command), sys.argv[2:] or ["wanda", "sparsegpt"])

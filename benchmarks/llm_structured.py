@@ -14,7 +14,8 @@ once; each target's plan is applied to a fresh copy of the dense model.
 Recovery: :func:`recover` distils the dense model into the pruned one for ``--recovery-steps`` steps
 (``sc.finetune(..., steps=, teacher=)`` on token windows; 0 skips it). Speed (``--speed``): prefill of
 512 tokens and decode of 128 tokens at batch 1 with the KV cache, dense and pruned measured in turn
-(``secateur.lm_speed``). ``--export`` saves the uniform-width model, reopens it with ``from_pretrained``
+(``secateur.lm_speed``); ``--breakdown`` splits the decode time by operator (matrix products, the cache's
+growth, attention, the rest). ``--export`` saves the uniform-width model, reopens it with ``from_pretrained``
 and exports it to ONNX.
 """
 
@@ -117,6 +118,25 @@ def export_check(model: torch.nn.Module, ids: torch.Tensor, folder: str) -> str:
             f"ONNX ({onnx.file_bytes / 2**20:.0f} MB) vs torch {gap:.2e}")
 
 
+def decode_breakdown(model: torch.nn.Module, prompt: torch.Tensor, steps: int = 16) -> dict[str, float]:
+    """Milliseconds per decoded token by operator family (torch.profiler, self CPU time) after a ``prompt``
+    prefill: the matrix products (``mm``), the key-value cache's growth (``cat``), attention and the rest."""
+    from torch.profiler import ProfilerActivity, profile
+
+    families = {"aten::mm": "mm", "aten::cat": "cat", "aten::_scaled_dot_product_flash_attention_for_cpu": "attention"}
+    with torch.no_grad():
+        out = model(input_ids=prompt, use_cache=True)
+        cache, token = out.past_key_values, out.logits[:, -1:].argmax(-1)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(steps):
+                out = model(input_ids=token, past_key_values=cache, use_cache=True)
+                cache, token = out.past_key_values, out.logits[:, -1:].argmax(-1)
+    ms = dict.fromkeys([*families.values(), "other"], 0.0)
+    for event in prof.key_averages():
+        ms[families.get(event.key, "other")] += event.self_cpu_time_total / 1e3 / steps
+    return ms
+
+
 def ratio(ppl: dict[str, float], base: dict[str, float]) -> float:
     """Geometric mean over the texts of pruned / dense perplexity."""
     return math.exp(sum(math.log(ppl[k] / base[k]) for k in base) / len(base))
@@ -133,7 +153,7 @@ def load(spec: str) -> tuple[torch.nn.Module, object]:
 
 
 def main(configs: list[str], cal: int, count: int, speed: bool, export: bool, spec: str = "llm:smollm2",
-         steps: int = RECOVERY_STEPS) -> str:
+         steps: int = RECOVERY_STEPS, breakdown: bool = False) -> str:
     dense, tokenizer = load(spec)
     train, evals = data(tokenizer, count)
     calibration = train[:cal]
@@ -155,6 +175,11 @@ def main(configs: list[str], cal: int, count: int, speed: bool, export: bool, sp
             row["decode x"] = f"{fast['pruned'].decode / fast['dense'].decode:.2f}"
             notes.append(f"{config}: dense {fast['dense'].prefill:.0f} / {fast['dense'].decode:.1f} tok/s, pruned "
                          f"{fast['pruned'].prefill:.0f} / {fast['pruned'].decode:.1f} tok/s (prefill / decode)")
+        if breakdown:
+            for name, m in (("dense", dense), ("pruned", model)):
+                ms = decode_breakdown(m, calibration[:1])
+                notes.append(f"{config}: {name} decode ms/token: " + ", ".join(f"{k} {v:.1f}" for k, v in ms.items())
+                             + f", total {sum(ms.values()):.1f}")
         minutes = recover(model, dense, train, steps)
         if minutes is not None:
             after = {k: perplexity(model, v, progress=False) for k, v in evals.items()}
@@ -180,10 +205,12 @@ if __name__ == "__main__":
     parser.add_argument("--eval", type=int, default=16)
     parser.add_argument("--speed", action="store_true")
     parser.add_argument("--export", action="store_true")
+    parser.add_argument("--breakdown", action="store_true", help="decode ms/token by operator, dense and pruned")
     parser.add_argument("--model", default="llm:smollm2")
     parser.add_argument("--recovery-steps", type=int, default=RECOVERY_STEPS, help="0: one-shot only")
     args = parser.parse_args()
     chosen = args.configs or ([f"width:{c}:{f}" for c in WIDTH for f in FRACTIONS]
                               + ["width:flap:0.8:layer", "width:minitron:0.8:layer"]
                               + [f"depth:{c}:{s}" for c in DEPTH for s in DEPTHS])
-    print(main(chosen, args.cal, args.eval, args.speed, args.export, args.model, args.recovery_steps))
+    print(main(chosen, args.cal, args.eval, args.speed, args.export, args.model, args.recovery_steps,
+               args.breakdown))
