@@ -120,10 +120,12 @@ def export_check(model: torch.nn.Module, ids: torch.Tensor, folder: str) -> str:
 
 def decode_breakdown(model: torch.nn.Module, prompt: torch.Tensor, steps: int = 16) -> dict[str, float]:
     """Milliseconds per decoded token by operator family (torch.profiler, self CPU time) after a ``prompt``
-    prefill: the matrix products (``mm``), the key-value cache's growth (``cat``), attention and the rest."""
+    prefill: the matrix products (``mm``), the key-value cache's growth (``cat``), attention and the rest.
+    Python's own time between operators is not in it: the decode wall time minus this total."""
     from torch.profiler import ProfilerActivity, profile
 
-    families = {"aten::mm": "mm", "aten::cat": "cat", "aten::_scaled_dot_product_flash_attention_for_cpu": "attention"}
+    families = {"aten::mm": "mm", "aten::addmm": "mm", "aten::cat": "cat",  # addmm: layers with a bias (FLAP's)
+                "aten::_scaled_dot_product_flash_attention_for_cpu": "attention"}
     with torch.no_grad():
         out = model(input_ids=prompt, use_cache=True)
         cache, token = out.past_key_values, out.logits[:, -1:].argmax(-1)
