@@ -118,7 +118,7 @@ def export_check(model: torch.nn.Module, ids: torch.Tensor, folder: str) -> str:
             f"ONNX ({onnx.file_bytes / 2**20:.0f} MB) vs torch {gap:.2e}")
 
 
-def decode_breakdown(model: torch.nn.Module, prompt: torch.Tensor, steps: int = 16) -> dict[str, float]:
+def decode_breakdown(model: torch.nn.Module, prompt: torch.Tensor, steps: int = 64) -> dict[str, float]:
     """Milliseconds per decoded token by operator family (torch.profiler, self CPU time) after a ``prompt``
     prefill: the matrix products (``mm``), the key-value cache's growth (``cat``), attention and the rest.
     Python's own time between operators is not in it: the decode wall time minus this total."""
@@ -155,7 +155,7 @@ def load(spec: str) -> tuple[torch.nn.Module, object]:
 
 
 def main(configs: list[str], cal: int, count: int, speed: bool, export: bool, spec: str = "llm:smollm2",
-         steps: int = RECOVERY_STEPS, breakdown: bool = False) -> str:
+         steps: int = RECOVERY_STEPS, breakdown: bool = False, repeats: int = 3) -> str:
     dense, tokenizer = load(spec)
     train, evals = data(tokenizer, count)
     calibration = train[:cal]
@@ -172,7 +172,7 @@ def main(configs: list[str], cal: int, count: int, speed: bool, export: bool, sp
                **{f"ppl {k}": f"{v:.2f}" for k, v in ppl.items()}, "ppl ratio": f"{ratio(ppl, base):.2f}",
                "recovered ratio": "not run", "prune s": f"{seconds:.0f}", "prefill x": "-", "decode x": "-"}
         if speed:  # dense and pruned measured in turn, in this run
-            fast = generation_speed({"dense": dense, "pruned": model}, calibration[:1], new_tokens=128, repeats=3)
+            fast = generation_speed({"dense": dense, "pruned": model}, calibration[:1], new_tokens=128, repeats=repeats)
             row["prefill x"] = f"{fast['pruned'].prefill / fast['dense'].prefill:.2f}"
             row["decode x"] = f"{fast['pruned'].decode / fast['dense'].decode:.2f}"
             notes.append(f"{config}: dense {fast['dense'].prefill:.0f} / {fast['dense'].decode:.1f} tok/s, pruned "
@@ -207,6 +207,7 @@ if __name__ == "__main__":
     parser.add_argument("--eval", type=int, default=16)
     parser.add_argument("--speed", action="store_true")
     parser.add_argument("--export", action="store_true")
+    parser.add_argument("--repeats", type=int, default=3, help="speed: timed runs per model (median)")
     parser.add_argument("--breakdown", action="store_true", help="decode ms/token by operator, dense and pruned")
     parser.add_argument("--model", default="llm:smollm2")
     parser.add_argument("--recovery-steps", type=int, default=RECOVERY_STEPS, help="0: one-shot only")
@@ -215,4 +216,4 @@ if __name__ == "__main__":
                               + ["width:flap:0.8:layer", "width:minitron:0.8:layer"]
                               + [f"depth:{c}:{s}" for c in DEPTH for s in DEPTHS])
     print(main(chosen, args.cal, args.eval, args.speed, args.export, args.model, args.recovery_steps,
-               args.breakdown))
+               args.breakdown, args.repeats))
