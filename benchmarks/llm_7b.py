@@ -120,6 +120,8 @@ def main(root: Path, methods: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) < 2:
+        sys.exit(__doc__)
     command = sys.argv[1]
     if command == "make":
         make(Path(sys.argv[2]))
