@@ -34,7 +34,7 @@ from common import set_threads, table
 import secateur as sc
 from secateur.compensation import add_shifts
 from secateur.llm import load_corpus, perplexity, windows
-from secateur.lm_speed import generation_speed
+from secateur.lm_speed import decode, generation_speed, prefill
 from secateur.zoo.llm import smollm2
 
 LENGTH = 512
@@ -127,12 +127,9 @@ def decode_breakdown(model: torch.nn.Module, prompt: torch.Tensor, steps: int = 
     families = {"aten::mm": "mm", "aten::addmm": "mm", "aten::cat": "cat",  # addmm: layers with a bias (FLAP's)
                 "aten::_scaled_dot_product_flash_attention_for_cpu": "attention"}
     with torch.no_grad():
-        out = model(input_ids=prompt, use_cache=True)
-        cache, token = out.past_key_values, out.logits[:, -1:].argmax(-1)
+        out = prefill(model, prompt)
         with profile(activities=[ProfilerActivity.CPU]) as prof:
-            for _ in range(steps):
-                out = model(input_ids=token, past_key_values=cache, use_cache=True)
-                cache, token = out.past_key_values, out.logits[:, -1:].argmax(-1)
+            decode(model, out, steps)
     ms = dict.fromkeys([*families.values(), "other"], 0.0)
     for event in prof.key_averages():
         ms[families.get(event.key, "other")] += event.self_cpu_time_total / 1e3 / steps

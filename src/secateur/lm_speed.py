@@ -34,18 +34,26 @@ def _prefill_kwargs(model: nn.Module) -> dict:
     return {"use_cache": True, **({"logits_to_keep": 1} if keep else {})}
 
 
+def prefill(model: nn.Module, prompt: torch.Tensor) -> object:
+    """The model's output on ``prompt`` with the key-value cache built (call under ``no_grad``)."""
+    return model(input_ids=prompt, **_prefill_kwargs(model))
+
+
+def decode(model: nn.Module, out: object, new_tokens: int) -> object:
+    """Feed back the greedy token of ``out`` ``new_tokens`` times with its cache; the last output."""
+    for _ in range(new_tokens):
+        out = model(input_ids=out.logits[:, -1:].argmax(-1), past_key_values=out.past_key_values, use_cache=True)
+    return out
+
+
 def time_generation(model: nn.Module, prompt: torch.Tensor, new_tokens: int) -> tuple[float, float]:
     """Seconds of (prefill of ``prompt``, ``new_tokens`` cached decode steps)."""
     with torch.no_grad(), eval_mode(model):
         start = time.perf_counter()
-        out = model(input_ids=prompt, **_prefill_kwargs(model))
-        prefill = time.perf_counter() - start
-        cache, token = out.past_key_values, out.logits[:, -1:].argmax(-1)
-        start = time.perf_counter()
-        for _ in range(new_tokens):
-            out = model(input_ids=token, past_key_values=cache, use_cache=True)
-            cache, token = out.past_key_values, out.logits[:, -1:].argmax(-1)
-        return prefill, time.perf_counter() - start
+        out = prefill(model, prompt)
+        middle = time.perf_counter()
+        decode(model, out, new_tokens)
+        return middle - start, time.perf_counter() - middle
 
 
 def generation_speed(models: dict[str, nn.Module], prompt: torch.Tensor, new_tokens: int = 128,
