@@ -79,7 +79,8 @@ def texts(tokenizer, shape: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor
 
 
 def parse(row: str) -> dict:
-    """``tool:method:SPARSITY|N:M[:option][@COUNTxLENGTH]``, e.g. ``secateur:sparsegpt:2:4:reconstruct``."""
+    """``tool:method:SPARSITY|N:M[:option][@COUNTxLENGTH]``, e.g. ``secateur:sparsegpt:2:4:reconstruct`` or
+    ``secateur:wanda:0.7:owl/lam=0.2,m=7``."""
     spec, _, shape = row.partition("@")
     tool, method, *rest = spec.split(":")
     if len(rest) >= 2 and rest[0].isdigit() and rest[1].isdigit():
@@ -91,11 +92,23 @@ def parse(row: str) -> dict:
             "option": rest[0] if rest else None, "shape": (count, length)}
 
 
+def option(text: str | None) -> dict:
+    """A row's option: a name in ``OPTIONS``, or a profile with settings, ``owl/lam=0.2,m=7``."""
+    if text is None:
+        return {}
+    if "/" in text:
+        from secateur.methods.profiles import Profile
+
+        name, settings = text.split("/", 1)
+        return {"profile": Profile.coerce(f"{name}:{settings}", text=True).to_value()}
+    return OPTIONS[text]
+
+
 def prune_with(tool: str, model, tokenizer, config: dict, calibration: torch.Tensor) -> dict:
     if tool == "secateur":
         import secateur as sc
 
-        options = {"sparsity": config["sparsity"], "pattern": config["pattern"], **OPTIONS.get(config["option"], {})}
+        options = {"sparsity": config["sparsity"], "pattern": config["pattern"], **option(config["option"])}
         result = sc.prune(model, sc.Method.from_dict({"method": config["method"], **options}), calibration=calibration,
                           progress=False)
         blocks = list(result.profile.values())

@@ -3,11 +3,12 @@
     flock /tmp/secateur-heavy.lock .venv/bin/python benchmarks/llm_recovery.py --pattern unstructured,2:4 \
         --steps 120 --minutes 20
 
-Wanda at 50% (or 2:4), calibration 32 x 512 tokens from the first half of the stdlib-docstring corpus;
-then ``sc.finetune`` on windows from that first half with the dense model as teacher (logits KL at
-temperature T, ``alpha`` of it, the rest next-token loss). Perplexity on 32 x 512 windows from the second
-half (in-domain) and from the Python reference manual (a text neither step sees), dense / pruned /
-recovered, and whether every mask and every layer's sparsity is exactly what pruning left.
+Wanda (``--method sparsegpt``: SparseGPT; ``--reconstruct``: with block reconstruction) at 50% (or 2:4),
+calibration 32 x 512 tokens from the first half of the stdlib-docstring corpus; then ``sc.finetune`` on
+windows from that first half with the dense model as teacher (logits KL at temperature T, ``alpha`` of it,
+the rest next-token loss). Perplexity on 32 x 512 windows from the second half (in-domain) and from the
+Python reference manual (a text neither step sees), dense / pruned / recovered, and whether every mask and
+every layer's sparsity is exactly what pruning left.
 """
 
 from __future__ import annotations
@@ -51,7 +52,10 @@ def kept_exactly(model: torch.nn.Module, before: dict[str, torch.Tensor]) -> boo
 def recover(teacher: torch.nn.Module, pattern: str, data: dict, evaluate, args: argparse.Namespace) -> tuple:
     """Prune a copy of the dense model, measure it, fine-tune it with distillation, measure again."""
     model = copy.deepcopy(teacher)
-    result = sc.prune(model, sc.Wanda(0.5, pattern=pattern), calibration=data["calibration"], progress=False)
+    spec = {"method": args.method, "sparsity": 0.5, "pattern": pattern}
+    if args.reconstruct:
+        spec["reconstruct"] = {}
+    result = sc.prune(model, sc.Method.from_dict(spec), calibration=data["calibration"], progress=False)
     before = masks(model)
     pruned_ppl = evaluate(model)
     wall, cpu = time.perf_counter(), time.process_time()
@@ -62,11 +66,16 @@ def recover(teacher: torch.nn.Module, pattern: str, data: dict, evaluate, args: 
     wall, cpu = (time.perf_counter() - wall) / 60, (time.process_time() - cpu) / 60
     recovered_ppl = evaluate(model)
     sparsity = sum(result.plan.sparsity().values()) / len(result.plan.masks)
-    note = (f"wanda {pattern}: recovery {run.steps} steps x {args.batch * args.accumulate} windows of {args.length} "
-            f"tokens = {run.tokens:,} tokens in {wall:.1f} wall minutes, {cpu:.1f} CPU minutes (process time, "
-            f"{torch.get_num_threads()} threads), {run.tokens / (wall * 60):.0f} tokens/s; sparsity {sparsity:.4f}, "
+    note = (f"{name(args, pattern)}: recovery {run.steps} steps x {args.batch * args.accumulate} windows of "
+            f"{args.length} tokens = {run.tokens:,} tokens in {wall:.1f} wall minutes, {cpu:.1f} CPU minutes "
+            f"(process time, {torch.get_num_threads()} threads), {run.tokens / (wall * 60):.0f} tokens/s; "
+            f"sparsity {sparsity:.4f}, "
             f"masks and zeros exactly kept: {kept_exactly(model, before)}")
     return pruned_ppl, recovered_ppl, note
+
+
+def name(args: argparse.Namespace, pattern: str) -> str:
+    return f"{args.method}{' + reconstruction' if args.reconstruct else ''} {pattern}"
 
 
 def main(args: argparse.Namespace) -> str:
@@ -82,7 +91,7 @@ def main(args: argparse.Namespace) -> str:
     rows, notes = [("dense", dense)], []
     for pattern in args.pattern.split(","):
         pruned, recovered, note = recover(teacher, pattern, data, evaluate, args)
-        rows += [(f"wanda {pattern}", pruned), (f"wanda {pattern} + recovery", recovered)]
+        rows += [(name(args, pattern), pruned), (f"{name(args, pattern)} + recovery", recovered)]
         notes.append(note)
         print(note, flush=True)
     cells = [{"stage": stage, **{f"ppl {k}": f"{v:.2f} ({v / dense[k]:.2f}x)" for k, v in ppl.items()}}
@@ -93,6 +102,8 @@ def main(args: argparse.Namespace) -> str:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--method", default="wanda", help="the one-shot method: wanda or sparsegpt")
+    parser.add_argument("--reconstruct", action="store_true", help="with block reconstruction (EBFT)")
     parser.add_argument("--pattern", default="unstructured,2:4", help="unstructured (50%%) and/or N:M, e.g. 2:4")
     parser.add_argument("--steps", type=int, default=120, help="optimizer steps (the cosine's length)")
     parser.add_argument("--minutes", type=float, default=20.0, help="training time budget per pattern")

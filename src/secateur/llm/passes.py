@@ -45,7 +45,7 @@ class Forward:
 
     index: int
     state: State
-    last: tuple[torch.Tensor, object] | None = None
+    last: torch.Tensor | None = None
 
 
 @dataclass
@@ -56,37 +56,40 @@ class BlockPruner:
     layers: list[Layer]
     prune: Callable[[Layer, object], None]
     new_statistic: Callable[[int], object]
-    wait: Callable[[Forward], None] = None
-    done: dict[int, object] = field(default_factory=dict)  # id(module) -> the statistic it was pruned with
+    done: set[int] = field(default_factory=set)  # id(module) of the layers pruned
     open: tuple[Layer, object] | None = None  # the stage being gathered
+    closed: object = None  # the statistic of the last stage pruned, for the layers that read its input too
     local: threading.local = field(default_factory=threading.local)
 
-    def reached(self, layer: Layer, x: torch.Tensor) -> None:
-        """The current forward reached ``layer`` with input ``x``."""
+    def reached(self, layer: Layer, x: torch.Tensor, wait: Callable[[Forward], None]) -> None:
+        """The current forward reached ``layer`` with input ``x``; ``wait`` holds it at a new stage."""
         forward: Forward = self.local.forward
-        key = id(layer.module)
-        if key not in self.done:
-            if forward.last is not None and forward.last[0] is x:
-                self._prune(layer, forward.last[1])
+        if id(layer.module) not in self.done:
+            if forward.last is x:  # the previous layer read x: its stage just closed, before any other opened
+                self._prune(layer, self.closed)
             else:
                 if self.open is None or self.open[0] is not layer:
+                    self.closed = None  # no layer reads an earlier stage's input again: its statistic can go
                     self.open = (layer, self.new_statistic(x.shape[-1]))
                 self.open[1].update(layer_tokens(x, forward.state.tokens))
-                self.wait(forward)
-        forward.last = (x, self.done[key])
+                wait(forward)
+        forward.last = x
 
     def close(self) -> None:
         """Every forward has added its input to the open stage: prune its layer."""
-        layer, statistic = self.open
+        layer, self.closed = self.open
         self.open = None
-        self._prune(layer, statistic)
+        self._prune(layer, self.closed)
 
     def _prune(self, layer: Layer, statistic: object) -> None:
         self.prune(layer, statistic)
-        self.done[id(layer.module)] = statistic
+        self.done.add(id(layer.module))
 
-    def hooks(self) -> list:
-        return [lay.module.register_forward_pre_hook(lambda _, a, lay=lay: self.reached(lay, a[0]))
+    def hooks(self, wait: Callable[[Forward], None]) -> list:
+        """Pre-hooks on the layers (removed by the schedule); ``wait`` is passed rather than kept, so the
+        pruner refers to no closure over itself and its statistics go when the block ends, not at the
+        cycle collector's next pass (a 7B block's Hessians and factors are about 1.4 GB)."""
+        return [lay.module.register_forward_pre_hook(lambda _, a, lay=lay: self.reached(lay, a[0], wait))
                 for lay in self.layers]
 
     def run(self, forward: Forward, block: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
@@ -101,8 +104,7 @@ def staged(pruner: BlockPruner, block: nn.Module, states: list[State], source: S
     def wait(_: Forward) -> None:
         raise Stop
 
-    pruner.wait = wait
-    handles = pruner.hooks()
+    handles = pruner.hooks(wait)
     try:
         while True:
             stopped = 0
@@ -125,12 +127,11 @@ def lockstep(pruner: BlockPruner, block: nn.Module, states: list[State], source:
              device: torch.device) -> None:
     """One thread per micro-batch, one running at a time, all meeting at every stage: one pass."""
     turns = Turns(len(states))
-    pruner.wait = lambda forward: turns.barrier(forward.index, pruner.close)
 
     def job(i: int) -> None:
         sink.put(i, pruner.run(Forward(i, states[i]), block, source.get(i, device)))
 
-    handles = pruner.hooks()
+    handles = pruner.hooks(lambda forward: turns.barrier(forward.index, pruner.close))
     try:
         turns.run(job)
     finally:
