@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 
@@ -60,4 +61,5 @@ def table(rows: list[dict]) -> str:
 
 
 def set_threads(n: int = 2) -> None:
-    torch.set_num_threads(n)
+    """``n`` threads, or ``SECATEUR_BENCH_THREADS`` (two runs side by side on 2 cores: 1 each, no oversubscription)."""
+    torch.set_num_threads(int(os.environ.get("SECATEUR_BENCH_THREADS", n)))

@@ -123,3 +123,12 @@ def test_corpus_and_perplexity():
     model = llama().eval()
     ppl = perplexity(model, IDS)
     assert 50 < ppl < 200  # random weights over 100 tokens: close to uniform
+
+
+@pytest.mark.parametrize("method", [sc.Wanda(pattern="3:6"), sc.SparseGPT(pattern="3:6", blocksize=126)])
+def test_an_nm_pattern_that_does_not_divide_a_layer_is_refused_before_anything_changes(method):
+    model = llama().eval()  # hidden size 64: not a multiple of 6
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(sc.PruningError, match=r"multiple of 6.*ignore="):
+        sc.prune(model, method, calibration=IDS, progress=False)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())

@@ -211,6 +211,20 @@ def block_profile(method: OneShot, prefix: str, blocks: nn.ModuleList) -> dict[s
     return out
 
 
+def check_pattern(method: OneShot, prefix: str, blocks: nn.ModuleList) -> None:
+    """Refuse, before anything is pruned, an N:M pattern that does not divide every layer's inputs."""
+    if method.nm is None:
+        return
+    m = method.nm[1]
+    bad = [(lay.name, in_features(lay.module)) for i, block in enumerate(blocks)
+           for lay in block_layers(block, f"{prefix}.{i}", method.ignore)[0] if in_features(lay.module) % m]
+    if bad:
+        name, width = bad[0]
+        raise PruningError(f"pattern {method.nm[0]}:{m} groups each layer's inputs by {m}, so their number must be a "
+                           f"multiple of {m}; {len(bad)} layers' is not (e.g. {name}: {width}); choose another M or "
+                           "leave those layers out with ignore=[...]")
+
+
 class BlockFiles(Protocol):
     """Where blocks live when the model does not fit in memory: ``load`` fills block ``i``'s tensors,
     ``save`` writes them, ``free`` lets them go (see ``llm/shards.py``)."""
@@ -228,6 +242,7 @@ def run_blocks(run: Run, model: nn.Module, calibration: object, folder: str, pro
     saved to ``files`` when given)."""
     method = run.method
     prefix, blocks = decoder_layers(model)
+    check_pattern(method, prefix, blocks)
 
     def stream(name: str) -> Stream | None:
         return open_stream(model, blocks[0], method, calibration, os.path.join(folder, name)) \
