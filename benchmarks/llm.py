@@ -62,6 +62,9 @@ def hf_folder() -> Path:
         plain.load_state_dict(model.state_dict())
         plain.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
+        config = json.loads((folder / "config.json").read_text())
+        config.pop("quantization_config", None)  # the GGUF file's; the weights are plain fp32 (llm-compressor)
+        (folder / "config.json").write_text(json.dumps(config, indent=2))
     return folder
 
 
