@@ -2,16 +2,17 @@
 schedules give equal weights, and hidden states between blocks are spilled to disk."""
 
 import gc
+import threading
 import weakref
 from dataclasses import dataclass, field, replace
 
 import pytest
 import torch
+from greenlet import greenlet
 from torch import nn
 
 import secateur as sc
 import secateur.llm.engine as engine
-import secateur.llm.passes as passes
 import secateur.llm.states as states
 from secateur.methods.sparsegpt import Hessian
 from secateur.methods.wanda import ColumnNorms
@@ -109,15 +110,38 @@ def test_one_pass_and_staged_schedules_are_identical(method, monkeypatch):
     assert all(torch.equal(one_pass[n], staged[n]) for n in one_pass)
 
 
-def test_each_forward_gives_back_freed_memory_when_it_hands_over_its_turn(monkeypatch):
-    """Threads keep their own malloc arenas: a forward releases what it freed at every stage it waits at and
-    when it ends (3 micro-batches x (4 stages: q/k/v, o, gate/up, down + the end) x 2 blocks)."""
-    calls = []
-    monkeypatch.setattr(passes, "release_freed", lambda: calls.append(1))
-    one_pass, _ = _pruned(llama, sc.Wanda(0.5, batch_size=2), monkeypatch, held=2**40)
-    staged, _ = _pruned(llama, sc.Wanda(0.5, batch_size=2), monkeypatch, held=0)
-    assert len(calls) == 3 * 5 * 2
-    assert all(torch.equal(one_pass[n], staged[n]) for n in one_pass)
+def test_every_forward_runs_in_the_calling_thread_and_freed_memory_goes_back_once_per_block(monkeypatch):
+    """The micro-batches' forwards are greenlets of the calling thread, so they share its malloc arena (threads
+    kept one arena each, which held what their forwards freed); the engine trims once per block."""
+    threads, trims = set(), []
+    real = ColumnNorms.update
+    monkeypatch.setattr(ColumnNorms, "update", lambda self, x: (threads.add(threading.get_ident()), real(self, x)))
+    monkeypatch.setattr(engine, "release_freed", lambda: trims.append(1))
+    _pruned(llama, sc.Wanda(0.5, batch_size=2), monkeypatch, held=2**40)
+    _pruned(llama, sc.Wanda(0.5, batch_size=2), monkeypatch, held=0)
+    assert threads == {threading.get_ident()} and len(trims) == 2 * 2
+
+
+@pytest.mark.parametrize("failing", [2, 3, 6])  # q (in the hub, the last forward's arrival), k (inside a forward), o
+def test_a_failure_in_one_pass_ends_every_forward_and_restores_the_model(failing, monkeypatch):
+    model = llama().eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    calls, real = [], engine.prune_layer
+
+    def flaky(*args):
+        calls.append(1)
+        if len(calls) == 7 + failing:  # second block
+            raise RuntimeError("out of memory")
+        return real(*args)
+
+    monkeypatch.setattr(engine, "prune_layer", flaky)
+    monkeypatch.setattr(engine, "HELD_BYTES", 2**40)
+    with pytest.raises(RuntimeError, match="out of memory") as failure:  # its traceback holds the schedule's frame
+        sc.prune(model, sc.Wanda(0.5, batch_size=2), calibration=IDS, progress=False)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert not any(m._forward_pre_hooks for m in model.modules())
+    assert not [g for g in gc.get_objects() if isinstance(g, greenlet) and g.parent and not g.dead]  # none waiting
+    del failure
 
 
 def test_several_micro_batches_spill_hidden_states_to_disk(tmp_path):

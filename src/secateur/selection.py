@@ -44,7 +44,7 @@ def keep_top_rows(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
     keep = scores.shape[1] - int(scores.shape[1] * sparsity)
     mask = torch.zeros_like(scores, dtype=torch.bool)
     if keep > 0:
-        mask.scatter_(1, torch.topk(scores.float(), keep, dim=1).indices, True)
+        mask.scatter_(1, torch.topk(scores.float(), keep, dim=1, sorted=False).indices, True)
     return mask
 
 
@@ -58,5 +58,5 @@ def nm_mask(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
     last = scores.movedim(1, -1)
     groups = last.reshape(*last.shape[:-1], -1, m)
     keep = torch.zeros_like(groups, dtype=torch.bool)
-    keep.scatter_(-1, torch.topk(groups.float(), n, dim=-1).indices, True)
+    keep.scatter_(-1, torch.topk(groups.float(), n, dim=-1, sorted=False).indices, True)
     return keep.reshape(last.shape).movedim(-1, 1)

@@ -36,7 +36,7 @@ from ..results import Outcome
 from ..surgery import stored
 from .blocks import Layer, block_layers, decoder_layers, device_of, in_features, is_conv1d, weight_of
 from .measure import resolve_profile
-from .passes import BlockPruner, lockstep, staged
+from .passes import BlockPruner, lockstep, release_freed, staged
 from .states import Discard, State, Store, call_block, first_block_states, micro_batches, rows_per_batch
 
 HELD_BYTES = 512 * 2**20  # one pass per block while the micro-batches' live tensors fit in this
@@ -266,6 +266,7 @@ def run_blocks(run: Run, model: nn.Module, calibration: object, folder: str, pro
         if files:
             files.save(i, blocks[i])
         release(i)
+        release_freed()
 
 
 def run_oneshot(model: nn.Module, method: OneShot, calibration: object, progress: bool = True) -> Outcome:
