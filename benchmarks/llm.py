@@ -42,7 +42,8 @@ GROUPS = {
     "memory": ["secateur:wanda:0.5@8x2048", "secateur:wanda:0.5@128x2048", "secateur:sparsegpt:0.5@8x2048",
                "secateur:sparsegpt:0.5@128x2048"]}
 OPTIONS = {"reconstruct": {"reconstruct": {}}, "reconstruct-model": {"reconstruct": {"target": "model"}},
-           "owl": {"profile": {"owl": {}}}, "sensitivity": {"profile": {"sensitivity": {}}}}
+           "owl": {"profile": {"owl": {}}}, "sensitivity": {"profile": {"sensitivity": {}}},
+           "bf16": {"autocast": "bfloat16"}}
 
 
 def _status(field: str) -> float:

@@ -10,9 +10,11 @@ import pytest
 import torch
 from greenlet import greenlet
 from torch import nn
+from torch.nn.modules.module import register_module_forward_hook
 
 import secateur as sc
 import secateur.llm.engine as engine
+import secateur.llm.passes as passes
 import secateur.llm.states as states
 from secateur.methods.sparsegpt import Hessian
 from secateur.methods.wanda import ColumnNorms
@@ -122,6 +124,48 @@ def test_every_forward_runs_in_the_calling_thread_and_freed_memory_goes_back_onc
     assert threads == {threading.get_ident()} and len(trims) == 2 * 2
 
 
+@pytest.mark.parametrize(("slack", "trims"), [(2**50, 0), (-1, 4 * 2)])  # 4 stages (q/k/v, o, gate/up, down) x 2
+def test_the_one_pass_schedule_gives_freed_memory_back_at_a_stage_once_past_its_slack(slack, trims, monkeypatch):
+    calls = []
+    monkeypatch.setattr(passes, "release_freed", lambda: calls.append(1))
+    monkeypatch.setattr(passes, "SLACK", slack)
+    _pruned(llama, sc.Wanda(0.5, batch_size=2), monkeypatch, held=2**40)
+    assert len(calls) == trims and passes.resident() > 0
+
+
+class AutocastBlock(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.up, self.down = nn.Linear(16, 32), nn.Linear(32, 16)
+
+    def forward(self, x):
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # open across both layers' stages
+            h = self.down(torch.relu(self.up(x)))
+        return x + h.float()
+
+
+class AutocastModel(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(100, 16)
+        self.layers = nn.ModuleList([AutocastBlock() for _ in range(2)])
+
+    def forward(self, input_ids):
+        h = self.embed(input_ids)
+        for layer in self.layers:
+            h = layer(h)
+        return h
+
+
+def test_each_forward_keeps_the_autocast_its_block_opened_while_others_run(monkeypatch):
+    """The forwards share one thread's torch settings: one leaving its block's autocast must not turn it
+    off for those still inside (they would feed bfloat16 into a float32 layer)."""
+    one_pass, _ = _pruned(AutocastModel, sc.Wanda(0.5, batch_size=2), monkeypatch, held=2**40)
+    staged, _ = _pruned(AutocastModel, sc.Wanda(0.5, batch_size=2), monkeypatch, held=0)
+    assert len(one_pass) == 4 and all(torch.equal(one_pass[n], staged[n]) for n in one_pass)
+    assert torch.is_grad_enabled() and not torch.is_autocast_enabled("cpu")
+
+
 @pytest.mark.parametrize("failing", [2, 3, 6])  # q (in the hub, the last forward's arrival), k (inside a forward), o
 def test_a_failure_in_one_pass_ends_every_forward_and_restores_the_model(failing, monkeypatch):
     model = llama().eval()
@@ -184,3 +228,38 @@ def test_a_block_lets_go_of_each_statistic_once_no_layer_needs_it(held, monkeypa
         assert max(most) == 1  # only the stage being gathered: the last one's siblings are pruned by then
     finally:
         gc.enable()
+
+
+@pytest.mark.parametrize("held", [2**40, 0])
+def test_autocast_runs_the_forwards_in_bfloat16_and_keeps_statistics_and_updates_in_float32(held, monkeypatch):
+    seen = {"outputs": set(), "update": set(), "prune": set()}
+    real_update, real_prune = Hessian.update, sc.SparseGPT.prune_weight
+
+    def update(self, x):
+        seen["update"].add((x.dtype, torch.is_autocast_enabled("cpu")))
+        real_update(self, x)
+
+    def prune_weight(self, weight, statistic, sparsity):
+        seen["prune"].add((weight.dtype, torch.is_autocast_enabled("cpu")))
+        return real_prune(self, weight, statistic, sparsity)
+
+    monkeypatch.setattr(Hessian, "update", update)
+    monkeypatch.setattr(sc.SparseGPT, "prune_weight", prune_weight)
+    hook = register_module_forward_hook(lambda m, _, out: seen["outputs"].add(out.dtype)
+                                        if isinstance(m, nn.Linear) else None)
+    try:
+        fast, _ = _pruned(llama, sc.SparseGPT(0.5, batch_size=2, autocast="bfloat16"), monkeypatch, held=held)
+    finally:
+        hook.remove()
+    assert seen == {"outputs": {torch.bfloat16}, "update": {(torch.float32, False)}, "prune": {(torch.float32, False)}}
+    monkeypatch.undo()
+    exact, _ = _pruned(llama, sc.SparseGPT(0.5, batch_size=2))
+    assert all(w.dtype == torch.float32 for w in fast.values())
+    agree = sum(int(((fast[n] == 0) == (exact[n] == 0)).sum()) for n in fast) / sum(w.numel() for w in fast.values())
+    assert 0.9 < agree < 1  # the same masks but for near-ties: the statistics differ by bfloat16 rounding
+
+
+def test_autocast_is_an_option_in_every_front_door():
+    assert sc.Method.from_dict({"method": "wanda", "autocast": "bfloat16"}, text=True).autocast == "bfloat16"
+    with pytest.raises(sc.InvalidParameterError, match="autocast"):
+        sc.Wanda(autocast="int8")

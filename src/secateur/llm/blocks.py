@@ -58,3 +58,9 @@ def in_features(module: nn.Module) -> int:
 
 def device_of(block: nn.Module) -> torch.device:
     return next((p.device for p in block.parameters()), torch.device("cpu"))
+
+
+def exact(t: torch.Tensor) -> torch.autocast:
+    """No autocast on ``t``'s device: statistics and weight updates stay in their own dtype (float32), even
+    inside a forward that runs under autocast."""
+    return torch.autocast(t.device.type, enabled=False)

@@ -34,7 +34,7 @@ from ..plan import Plan
 from ..progress import progress_bar
 from ..results import Outcome
 from ..surgery import stored
-from .blocks import Layer, block_layers, decoder_layers, device_of, in_features, is_conv1d, weight_of
+from .blocks import Layer, block_layers, decoder_layers, device_of, exact, in_features, is_conv1d, weight_of
 from .measure import resolve_profile
 from .passes import BlockPruner, lockstep, release_freed, staged
 from .states import Discard, State, Store, call_block, first_block_states, micro_batches, rows_per_batch
@@ -95,7 +95,8 @@ class Stream:
 def prune_layer(run: Run, layer: Layer, statistic: object) -> None:
     """Replace ``layer``'s weight by the method's update, in place (``run.mask()`` masks it later)."""
     sparsity = run.method.layer_sparsity(layer.name)
-    new, keep = run.method.prune_weight(weight_of(layer.module), statistic, sparsity)
+    with exact(layer.module.weight):
+        new, keep = run.method.prune_weight(weight_of(layer.module), statistic, sparsity)
     if is_conv1d(layer.module):
         new, keep = new.T, keep.T
     param = stored(layer.module, "weight")
@@ -191,7 +192,8 @@ def open_stream(model: nn.Module, first: nn.Module, method: OneShot, calibration
     batches = micro_batches(rows, rows_per_batch(rows, method.batch_size))
     spill = folder if len(batches) > 1 else None
     store = Store(os.path.join(spill, "h0") if spill else None)
-    return Stream(first_block_states(model, first, batches, store), store, spill)
+    autocast = None if method.autocast is None else getattr(torch, method.autocast)
+    return Stream(first_block_states(model, first, batches, store, autocast), store, spill)
 
 
 def needs_data(method: OneShot) -> bool:

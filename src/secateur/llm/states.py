@@ -8,6 +8,7 @@ micro-batch, so 128 x 2048 calibration tokens hold no more memory than 8 x 2048 
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 from dataclasses import dataclass
@@ -29,13 +30,15 @@ class Stop(Exception):
 @dataclass
 class State:
     """One micro-batch at the entry of the current block: the block's other arguments, which token
-    positions are real (None: all), how many tokens and sequences it holds; its hidden states are in a Store."""
+    positions are real (None: all), how many tokens and sequences it holds, and the dtype its forwards
+    run in under autocast (None: no autocast); its hidden states are in a Store."""
 
     args: tuple
     kwargs: dict
     tokens: torch.Tensor | None = None
     count: int = 0
     rows: int = 1
+    autocast: torch.dtype | None = None
 
     def select(self, start: int, stop: int) -> State:
         """Sequences ``start:stop`` of this micro-batch (tensor arguments with a batch dimension sliced)."""
@@ -45,7 +48,7 @@ class State:
         tokens = None if self.tokens is None else self.tokens[start:stop]
         count = (stop - start) * self.count // self.rows if tokens is None else int(tokens.sum())
         return State(tuple(part(a) for a in self.args), {k: part(v) for k, v in self.kwargs.items()}, tokens, count,
-                     stop - start)
+                     stop - start, self.autocast)
 
 
 class Store:
@@ -111,7 +114,8 @@ def forward_kwargs(model: nn.Module) -> dict:
     return {"use_cache": False} if "use_cache" in params else {}
 
 
-def first_block_states(model: nn.Module, block: nn.Module, batches: list[Batch], store: Store) -> list[State]:
+def first_block_states(model: nn.Module, block: nn.Module, batches: list[Batch], store: Store,
+                       autocast: torch.dtype | None = None) -> list[State]:
     """What the first block receives for each micro-batch; the hidden states go to ``store``."""
     states, extra = [], forward_kwargs(model)
     device = next((p.device for p in model.parameters() if p.device.type != "meta"), torch.device("cpu"))
@@ -136,15 +140,18 @@ def first_block_states(model: nn.Module, block: nn.Module, batches: list[Batch],
             mask = batch.inputs.kwargs.get("attention_mask")
             tokens = None if mask is None else mask.bool().to(device)
             count = hidden.shape[:-1].numel() if tokens is None else int(tokens.sum())
-            states.append(State(tuple(args[1:]), kwargs, tokens, count, hidden.shape[0]))
+            states.append(State(tuple(args[1:]), kwargs, tokens, count, hidden.shape[0], autocast))
     finally:
         handle.remove()
     return states
 
 
 def call_block(block: nn.Module, hidden: torch.Tensor, state: State) -> torch.Tensor:
-    out = block(hidden, *state.args, **state.kwargs)
-    return out[0] if isinstance(out, tuple) else out
+    """The block's output on ``hidden`` (under autocast in ``state.autocast``), in ``hidden``'s dtype."""
+    with contextlib.nullcontext() if state.autocast is None else \
+            torch.autocast(hidden.device.type, state.autocast, cache_enabled=False):  # weights change mid-pass
+        out = block(hidden, *state.args, **state.kwargs)
+    return (out[0] if isinstance(out, tuple) else out).to(hidden.dtype)
 
 
 def layer_tokens(x: torch.Tensor, tokens: torch.Tensor | None) -> torch.Tensor:

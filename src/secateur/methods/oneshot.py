@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 import torch
 
@@ -50,6 +50,9 @@ class OneShot(Method):
     :class:`Reconstruction`) tunes each pruned block towards the dense block's outputs (EBFT).
     ``batch_size`` sequences go through a block at once (None: about ``secateur.llm.states.TOKENS``
     tokens); the statistics stream over the micro-batches, so memory does not grow with the calibration set.
+    ``autocast`` ("bfloat16" or "float16") runs the blocks' calibration forwards under ``torch.autocast``
+    in that dtype: their matrix products about twice as fast on GPUs and on CPUs with AVX512-BF16 or AMX,
+    at a small cost in the statistics' precision; statistics and weight updates stay float32.
     """
 
     sparsity: float = 0.5
@@ -58,6 +61,7 @@ class OneShot(Method):
     profile: dict[str, float] | Profile | None = None
     batch_size: int | None = None
     reconstruct: Reconstruction | None = None
+    autocast: Literal["bfloat16", "float16"] | None = None
 
     def validate(self) -> None:
         parse_pattern(self.pattern)
