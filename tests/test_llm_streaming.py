@@ -110,6 +110,7 @@ def test_one_pass_and_staged_schedules_are_identical(method, monkeypatch):
     staged, _ = _pruned(llama, method, monkeypatch, held=0)
     assert calls == {"lockstep": 2, "staged": 2}  # two blocks each way
     assert all(torch.equal(one_pass[n], staged[n]) for n in one_pass)
+    assert passes.FORWARD.get(None) is None  # no forward (and the layer input it last saw) outlives its pass
 
 
 def test_every_forward_runs_in_the_calling_thread_and_freed_memory_goes_back_once_per_block(monkeypatch):

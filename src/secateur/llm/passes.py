@@ -94,8 +94,11 @@ class BlockPruner:
                 for lay in self.layers]
 
     def run(self, forward: Forward, block: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
-        FORWARD.set(forward)
-        return call_block(block, hidden, forward.state)
+        token = FORWARD.set(forward)
+        try:
+            return call_block(block, hidden, forward.state)
+        finally:
+            FORWARD.reset(token)  # the forward holds the last layer input it saw: not past the pass
 
 
 def staged(pruner: BlockPruner, block: nn.Module, states: list[State], source: Store, sink: Store,
