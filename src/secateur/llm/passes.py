@@ -41,7 +41,6 @@ from .states import State, Stop, Store, call_block, layer_tokens
 class Forward:
     """One forward over one micro-batch: its state and the input the last layer it reached read."""
 
-    index: int
     state: State
     last: torch.Tensor | None = None
 
@@ -114,7 +113,7 @@ def staged(pruner: BlockPruner, block: nn.Module, states: list[State], source: S
             stopped = 0
             for i, state in enumerate(states):
                 try:
-                    sink.put(i, pruner.run(Forward(i, state), block, source.get(i, device)))
+                    sink.put(i, pruner.run(Forward(state), block, source.get(i, device)))
                 except Stop:
                     stopped += 1
             if not stopped:
@@ -135,7 +134,7 @@ def lockstep(pruner: BlockPruner, block: nn.Module, states: list[State], source:
     hub, kind = greenlet.getcurrent(), device.type
 
     def job(i: int) -> None:
-        sink.put(i, pruner.run(Forward(i, states[i]), block, source.get(i, device)))
+        sink.put(i, pruner.run(Forward(states[i]), block, source.get(i, device)))
 
     def switch(to: Callable[[], object]) -> object:
         settings = Settings.now(kind)
