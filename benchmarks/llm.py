@@ -1,7 +1,7 @@
 """One-shot pruning of the real SmolLM2-135M side by side: secateur, a plain reference and llm-compressor.
 
     .venv/bin/python benchmarks/llm.py main      # secateur, the plain reference and llm-compressor side by side
-    .venv/bin/python benchmarks/llm.py quality   # block reconstruction (EBFT), OWL and sensitivity profiles
+    .venv/bin/python benchmarks/llm.py quality   # block reconstruction (EBFT), OWL, sensitivity and searched profiles
     .venv/bin/python benchmarks/llm.py memory    # calibration size: 8 x 2048 against 128 x 2048 tokens
     .venv/bin/python benchmarks/llm.py secateur:sparsegpt:2:4:reconstruct llmcompressor:wanda:0.5 ...   # rows
 
@@ -38,11 +38,13 @@ GROUPS = {
     "quality": ["secateur:sparsegpt:0.5:reconstruct", "secateur:sparsegpt:0.5:reconstruct-model",
                 "secateur:sparsegpt:2:4:reconstruct", "secateur:sparsegpt:2:4:reconstruct-model",
                 "secateur:wanda:0.7", "secateur:wanda:0.7:owl", "secateur:sparsegpt:0.7",
-                "secateur:sparsegpt:0.7:owl", "secateur:sparsegpt:0.7:sensitivity"],
+                "secateur:sparsegpt:0.7:owl", "secateur:sparsegpt:0.7:sensitivity", "secateur:wanda:0.7:search",
+                "secateur:sparsegpt:0.7:search"],
     "memory": ["secateur:wanda:0.5@8x2048", "secateur:wanda:0.5@128x2048", "secateur:sparsegpt:0.5@8x2048",
                "secateur:sparsegpt:0.5@128x2048"]}
 OPTIONS = {"reconstruct": {"reconstruct": {}}, "reconstruct-model": {"reconstruct": {"target": "model"}},
            "owl": {"profile": {"owl": {}}}, "sensitivity": {"profile": {"sensitivity": {}}},
+           "search": {"profile": {"search": {}}},
            "bf16": {"autocast": "bfloat16"}}
 
 
@@ -83,8 +85,8 @@ def texts(tokenizer, shape: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor
 
 
 def parse(row: str) -> dict:
-    """``tool:method:SPARSITY|N:M[:option][@COUNTxLENGTH]``, e.g. ``secateur:sparsegpt:2:4:reconstruct`` or
-    ``secateur:wanda:0.7:owl/lam=0.2,m=7``."""
+    """``tool:method:SPARSITY|N:M[:option[+option]][@COUNTxLENGTH]``, e.g. ``secateur:sparsegpt:2:4:reconstruct``,
+    ``secateur:wanda:0.7:owl/lam=0.2,m=7`` or ``secateur:wanda:0.7:search+bf16``."""
     spec, _, shape = row.partition("@")
     tool, method, *rest = spec.split(":")
     if len(rest) >= 2 and rest[0].isdigit() and rest[1].isdigit():
@@ -97,15 +99,19 @@ def parse(row: str) -> dict:
 
 
 def option(text: str | None) -> dict:
-    """A row's option: a name in ``OPTIONS``, or a profile with settings, ``owl/lam=0.2,m=7``."""
+    """A row's options: names in ``OPTIONS`` or profiles with settings (``owl/lam=0.2,m=7``), joined by ``+``."""
     if text is None:
         return {}
-    if "/" in text:
-        from secateur.methods.profiles import Profile
+    out: dict = {}
+    for part in text.split("+"):
+        if "/" in part:
+            from secateur.methods.profiles import Profile
 
-        name, settings = text.split("/", 1)
-        return {"profile": Profile.coerce(f"{name}:{settings}", text=True).to_value()}
-    return OPTIONS[text]
+            name, settings = part.split("/", 1)
+            out["profile"] = Profile.coerce(f"{name}:{settings}", text=True).to_value()
+        else:
+            out |= OPTIONS[part]
+    return out
 
 
 def prune_with(tool: str, model, tokenizer, config: dict, calibration: torch.Tensor) -> dict:

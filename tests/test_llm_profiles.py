@@ -1,5 +1,5 @@
-"""Non-uniform sparsity profiles (OWL, block sensitivity, explicit per-layer) and block reconstruction,
-on tiny random Llama configs."""
+"""Non-uniform sparsity profiles (OWL, block sensitivity, the loss search, explicit per-layer) and block
+reconstruction, on tiny random Llama configs."""
 
 import json
 
@@ -14,9 +14,13 @@ from typer.testing import CliRunner
 
 import secateur as sc
 from secateur.cli import app
-from secateur.methods.profiles import spread
+from secateur.inputs import token_rows
+from secateur.llm.blocks import block_layers
+from secateur.llm.search import Masker, levels, next_token_loss, search_profile
+from secateur.methods.profiles import Profile, spread
 from secateur.methods.wanda import ColumnNorms
 from secateur.recipe import load_recipe, parse_recipe
+from secateur.selection import keep_top_rows
 
 IDS = torch.randint(0, 100, (8, 16), generator=torch.Generator().manual_seed(0))
 
@@ -84,6 +88,118 @@ def test_block_sensitivity_profile_mean_and_bounds():
     chosen = list(result.profile.values())
     assert abs(np.mean(chosen) - 0.6) < 1e-9 and all(0.55 - 1e-9 <= s <= 0.65 + 1e-9 for s in chosen)
     assert max(chosen) - min(chosen) > 0.05  # a measured profile, not the uniform one
+
+
+def _search_inputs(model, method):
+    """What the engine hands the search: each block's layers and their dense input norms."""
+    layers = [block_layers(b, f"model.layers.{i}", method.ignore)[0] for i, b in enumerate(model.model.layers)]
+    norms, handles = {}, []
+    for lay in (lay for block in layers for lay in block):
+        norms[lay.module] = ColumnNorms(lay.module.in_features)
+        handles.append(lay.module.register_forward_pre_hook(
+            lambda m, a: norms[m].update(a[0].reshape(-1, a[0].shape[-1]))))
+    with torch.no_grad():
+        model(input_ids=IDS, use_cache=False)
+    for h in handles:
+        h.remove()
+    return layers, [[norms[lay.module].norms() for lay in block] for block in layers]
+
+
+def test_loss_search_keeps_the_mean_on_its_grid_and_lowers_the_loss():
+    method = sc.Wanda(0.7, profile=sc.LossSearch(lam=0.2, generations=4, offspring=3))
+    result = sc.prune(deep_llama(), method, calibration=IDS, progress=False)
+    chosen = list(result.profile.values())
+    assert abs(np.mean(chosen) - 0.7) < 1e-9 and all(0.5 - 1e-9 <= s <= 0.9 + 1e-9 for s in chosen)
+    assert all(abs((s - 0.7) / 0.05 - round((s - 0.7) / 0.05)) < 1e-6 for s in chosen)
+    assert sc.prune(deep_llama(), method, calibration=IDS, progress=False).profile == result.profile  # seeded
+    model = deep_llama()
+    layers, norms = _search_inputs(model, method)
+    grid, center = levels(0.7, method.profile)
+    rows = list(token_rows(IDS))[-2:]
+    with torch.no_grad():
+        with Masker(layers, norms, grid).applied([center] * 6):
+            uniform = next_token_loss(model, rows, None)
+        with Masker(layers, norms, grid).applied([grid.index(round(s, 12)) for s in chosen]):
+            searched = next_token_loss(model, rows, None)
+    assert searched < uniform
+
+
+def test_search_loss_is_the_log_perplexity_in_chunks(monkeypatch):
+    import secateur.llm.search as search
+
+    model = deep_llama(2)
+    monkeypatch.setattr(search, "CHUNK", 4)  # 15 positions a row: chunks of 4, 4, 4, 3
+    with torch.no_grad():
+        loss = next_token_loss(model, list(token_rows(IDS[-3:])), None)
+    assert loss == pytest.approx(np.log(sc.perplexity(model, IDS[-3:], progress=False)), rel=1e-5)
+    padded = {"input_ids": IDS[-2:], "attention_mask": torch.ones_like(IDS[-2:])}
+    padded["attention_mask"][1, 10:] = 0  # the padded positions do not count
+    with torch.no_grad():
+        masked = next_token_loss(model, list(token_rows(padded)), None)
+        expected = (15 * next_token_loss(model, list(token_rows(IDS[-2:-1])), None)
+                    + 9 * next_token_loss(model, list(token_rows(IDS[-1:, :10])), None)) / 24
+    assert masked == pytest.approx(expected, rel=1e-5)
+
+
+def test_loss_search_grid_stops_below_one():
+    grid, center = levels(0.9, sc.LossSearch(lam=0.25, step=0.05))
+    assert grid[center] == 0.9 and grid[0] == pytest.approx(0.65) and grid[-1] == pytest.approx(0.95)
+    sc.Wanda(0.9, profile=sc.LossSearch())  # OWL's "reaches 1" does not apply: the grid is capped
+
+
+def test_loss_search_candidates_are_wanda_masks_at_their_level():
+    model, method = deep_llama(2), sc.Wanda(0.5, profile=sc.LossSearch())
+    layers, norms = _search_inputs(model, method)
+    grid, _ = levels(0.5, method.profile)
+    seen = {}
+    with torch.no_grad(), Masker(layers, norms, grid).applied([0, len(grid) - 1]):
+        for lay in layers[1]:  # after the masking hook
+            lay.module.register_forward_pre_hook(lambda m, a: seen.update({m: m.weight.detach().clone()}))
+        model(input_ids=IDS, use_cache=False)
+    for lay, n in zip(layers[1], norms[1], strict=True):
+        expected = keep_top_rows(lay.module.weight.abs() * n[None, :], grid[-1])
+        assert torch.equal(seen[lay.module] != 0, expected), lay.name
+        assert torch.equal(seen[lay.module][expected], lay.module.weight[expected])  # dense again after
+
+
+def test_loss_search_leaves_the_dense_weights_even_when_a_forward_fails():
+    model, method = deep_llama(), sc.Wanda(0.6, profile=sc.LossSearch(generations=3, offspring=2))
+    layers, norms = _search_inputs(model, method)
+    dense = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        search_profile(model, method.profile, layers, norms, method, IDS, progress=False)
+    assert all(torch.equal(v, dense[k]) for k, v in model.state_dict().items())
+    down, real, calls = model.model.layers[3].mlp.down_proj, model.model.layers[3].mlp.down_proj.forward, []
+
+    def fail(x):  # inside the layer's forward: after its weight is masked, before it is restored
+        calls.append(1)
+        if len(calls) == 4:
+            raise RuntimeError("boom")
+        return real(x)
+
+    down.forward = fail
+    with pytest.raises(RuntimeError, match="boom"), torch.no_grad():
+        search_profile(model, method.profile, layers, norms, method, IDS, progress=False)
+    del down.forward
+    assert all(torch.equal(v, dense[k]) for k, v in model.state_dict().items())
+
+
+def test_loss_search_errors_name_the_fix(tmp_path):
+    with pytest.raises(sc.InvalidParameterError, match=r"step=0.3 must be in \(0, lam=0.25\]"):
+        sc.LossSearch(step=0.3)
+    with pytest.raises(sc.InvalidParameterError, match="generations=0 must be a positive count"):
+        sc.Method.from_dict({"method": "wanda", "profile": {"search": {"generations": 0}}})
+    assert sc.Method.from_dict({"method": "wanda", "profile": {"search": {"offspring": 2}}}) == \
+        sc.Wanda(profile=sc.LossSearch(offspring=2))
+    assert Profile.coerce("search:generations=2,seed=3", text=True) == sc.LossSearch(generations=2, seed=3)  # CLI
+    with pytest.raises(sc.PruningError, match="no logits; use a causal language model"):
+        sc.prune(deep_llama(2).model, sc.Wanda(0.5, profile=sc.LossSearch(generations=1)), calibration=IDS,
+                 progress=False)
+    deep_llama(2).save_pretrained(tmp_path / "dense")
+    with pytest.raises(sc.PruningError, match="needs the model in memory; for a model pruned from files use"):
+        sc.prune_checkpoint(tmp_path / "dense", tmp_path / "out", sc.Wanda(0.5, profile=sc.LossSearch()), IDS,
+                            progress=False)
+    assert not (tmp_path / "out").exists()
 
 
 def test_explicit_profile_is_reported_per_block():

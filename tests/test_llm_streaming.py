@@ -14,6 +14,7 @@ from torch.nn.modules.module import register_module_forward_hook
 
 import secateur as sc
 import secateur.llm.engine as engine
+import secateur.llm.measure as measure
 import secateur.llm.passes as passes
 import secateur.llm.states as states
 from secateur.methods.sparsegpt import Hessian
@@ -123,6 +124,16 @@ def test_every_forward_runs_in_the_calling_thread_and_freed_memory_goes_back_onc
     _pruned(llama, sc.Wanda(0.5, batch_size=2), monkeypatch, held=2**40)
     _pruned(llama, sc.Wanda(0.5, batch_size=2), monkeypatch, held=0)
     assert threads == {threading.get_ident()} and len(trims) == 2 * 2
+
+
+def test_a_measured_profile_gives_freed_memory_back_after_each_block_and_before_pruning(monkeypatch):
+    """The profile's dense pass freed a block's activations into the heap each block and held +1 GB on
+    SmolLM2 before the search began: it trims as the engine does."""
+    trims = []
+    monkeypatch.setattr(measure, "release_freed", lambda: trims.append("measure"))
+    monkeypatch.setattr(engine, "release_freed", lambda: trims.append("engine"))
+    _pruned(llama, sc.Wanda(0.5, batch_size=2, profile=sc.OWL(lam=0.1)), monkeypatch, held=2**40)
+    assert trims == ["measure"] * 2 + ["engine"] * 3  # two blocks measured; after the profile; two blocks pruned
 
 
 @pytest.mark.parametrize(("slack", "trims"), [(2**50, 0), (-1, 4 * 2)])  # 4 stages (q/k/v, o, gate/up, down) x 2

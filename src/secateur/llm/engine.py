@@ -252,8 +252,11 @@ def run_blocks(run: Run, model: nn.Module, calibration: object, folder: str, pro
 
     enter = (lambda i: files.load(i, blocks[i])) if files else (lambda i: None)
     release = (lambda i: files.free(i, blocks[i])) if files else (lambda i: None)
-    profile = resolve_profile(method, stream, prefix, blocks, enter, release, progress)
-    run.method = replace(method, profile=profile) if profile is not None else method
+    profile = resolve_profile(method, stream, prefix, blocks, enter, release, progress,
+                              None if files else model, calibration)
+    if profile is not None:
+        run.method = replace(method, profile=profile)
+        release_freed()  # what the profile's pass and search freed, before the pruning allocates
     calibrated = stream("states")
     for i in progress_bar(range(len(blocks)), method.name, enabled=progress):
         enter(i)

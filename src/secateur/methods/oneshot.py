@@ -45,7 +45,7 @@ def parse_pattern(pattern: str) -> tuple[int, int] | None:
 class OneShot(Method):
     """Options every one-shot method shares: ``sparsity`` per layer (or a ``pattern`` "N:M", which fixes
     it at ``1 - N/M``), ``ignore`` (fnmatch patterns of layers left dense) and ``profile``: a mapping of
-    layer patterns to their sparsity, or a measured profile (``OWL()``, ``BlockSensitivity()``) that
+    layer patterns to their sparsity, or a measured profile (``OWL()``, ``BlockSensitivity()``, ``LossSearch()``) that
     chooses each block's sparsity with a mean of ``sparsity``. ``reconstruct`` (a
     :class:`Reconstruction`) tunes each pruned block towards the dense block's outputs (EBFT).
     ``batch_size`` sequences go through a block at once (None: about ``secateur.llm.states.TOKENS``
@@ -72,8 +72,8 @@ class OneShot(Method):
             check_fraction(f"profile[{key!r}]", value)
         if self.profile and self.nm:
             raise InvalidSparsityError("an N:M pattern fixes every layer's sparsity; drop profile= or the pattern")
-        if isinstance(self.profile, Profile) and self.sparsity + self.profile.lam >= 1:
-            raise InvalidSparsityError(f"sparsity={self.sparsity} + lam={self.profile.lam} reaches 1; lower either")
+        if isinstance(self.profile, Profile):
+            self.profile.check(self.sparsity)
         check_patterns("ignore", self.ignore)
 
     @property

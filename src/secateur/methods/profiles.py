@@ -5,11 +5,13 @@ from calibration measurements so that the mean over blocks is the requested spar
   Pruning LLMs to High Sparsity", ICML 2024): blocks with more activation outliers are pruned less.
 - :class:`BlockSensitivity`: each block pruned alone (``sc.sensitivity``-style): blocks whose output
   suffers more are pruned less.
+- :class:`LossSearch` (EvoPress, Sieberling et al. 2024): an evolutionary search scored on the whole model's
+  next-token loss (``secateur/llm/search.py``), for when scores of blocks measured alone mislead.
 
-Both map scores to sparsities with OWL's rule: min-max scaled into a band of width ``2 * lam`` around
-the requested sparsity, shifted so the mean is exactly the request (and clipped to ``[s - lam, s + lam]``,
-the bounds the paper states, with the shift redone so the mean stays exact). The engine measures the
-scores in one dense pass over the calibration data before pruning (``secateur/llm/measure.py``).
+OWL and BlockSensitivity map scores to sparsities with OWL's rule: min-max scaled into a band of width
+``2 * lam`` around the requested sparsity, shifted so the mean is exactly the request (and clipped to
+``[s - lam, s + lam]``, the bounds the paper states, with the shift redone so the mean stays exact). The
+engine measures the scores in one dense pass over the calibration data before pruning (``secateur/llm/measure.py``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..errors import InvalidParameterError
+from ..errors import InvalidParameterError, InvalidSparsityError
 from ..schema import ClaimedValueError, Spec, build
 
 PROFILES: dict[str, type[Profile]] = {}
@@ -82,6 +84,11 @@ class Profile(Spec):
         if not 0 <= self.lam < 0.5:
             raise InvalidParameterError(f"lam={self.lam} must be in [0, 0.5), e.g. 0.08")
 
+    def check(self, sparsity: float) -> None:
+        """Refuse a mean ``sparsity`` this profile cannot spread around (its band would reach 1)."""
+        if sparsity + self.lam >= 1:
+            raise InvalidSparsityError(f"sparsity={sparsity} + lam={self.lam} reaches 1; lower either")
+
     def block_score(self, layers: list[tuple[torch.Tensor, torch.Tensor]], error: float | None) -> float:
         raise NotImplementedError
 
@@ -90,7 +97,7 @@ class Profile(Spec):
 
     @classmethod
     def describe(cls) -> str:
-        return f"a profile ({', '.join(sorted(PROFILES))}, e.g. {{owl: {{lam: 0.08, m: 5}}}})"
+        return f"a profile ({', '.join(sorted(PROFILES))}, e.g. {{owl: {{lam: 0.08, m: 5}}}} or {{search: {{}}}})"
 
     def to_value(self) -> dict[str, Any]:
         return {self.key: self.fields_dict()}
@@ -146,3 +153,31 @@ class BlockSensitivity(Profile):
 
     def block_score(self, layers, error):
         return float(error)
+
+
+@dataclass(frozen=True)
+class LossSearch(Profile):
+    """Evolutionary search of per-block sparsities on the model's next-token loss (EvoPress, Sieberling et
+    al. 2024; ``secateur/llm/search.py``): levels ``step`` apart within ``lam`` of the request (capped below
+    1), ``generations`` of ``offspring`` children each scored on the last ``windows`` calibration
+    sequences, ``seed`` for the mutations. Costs ``generations * offspring`` forwards of those sequences;
+    needs a causal language model held in memory."""
+
+    lam: float = 0.25
+    step: float = 0.05
+    generations: int = 30
+    offspring: int = 6
+    windows: int = 2
+    seed: int = 0
+    key: ClassVar[str] = "search"
+
+    def validate(self) -> None:
+        super().validate()
+        if not 0 < self.step <= self.lam:
+            raise InvalidParameterError(f"step={self.step} must be in (0, lam={self.lam}], e.g. 0.05")
+        for name in ("generations", "offspring", "windows"):
+            if getattr(self, name) < 1:
+                raise InvalidParameterError(f"{name}={getattr(self, name)} must be a positive count")
+
+    def check(self, sparsity: float) -> None:
+        """Any mean below 1: the levels above ``MAX_SPARSITY`` are left out of the grid."""
