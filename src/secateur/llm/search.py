@@ -1,7 +1,7 @@
 """Per-block sparsities found by evolutionary search on the model's next-token loss (``profile=LossSearch()``).
 
 EvoPress (Sieberling, Kuznedelev, Kurtic and Alistarh 2024, "EvoPress: Accurate Dynamic Model Compression
-via Evolutionary LossSearch", ICML 2025): scores measured on a block alone (OWL's outlier ratios, a block's
+via Evolutionary Search", ICML 2025): scores measured on a block alone (OWL's outlier ratios, a block's
 own output error) do not add up to what pruning them together does to the model, so candidates are
 scored on the whole model instead. Each block's sparsity is a level on a grid of ``step`` around the
 request; a child moves one to three blocks up a level and as many others down a level, so the mean stays
@@ -29,7 +29,7 @@ from ..methods import OneShot
 from ..methods.profiles import MAX_SPARSITY, LossSearch
 from ..progress import progress_bar
 from ..surgery import stored
-from .blocks import Layer, is_conv1d, weight_of
+from .blocks import Layer, device_of, is_conv1d, weight_of
 from .states import forward_kwargs
 
 CHUNK = 128  # positions whose float32 log-probabilities are held at once
@@ -88,13 +88,13 @@ class Masker:
 def next_token_loss(model: nn.Module, rows: list, autocast: str | None) -> float:
     """Mean next-token cross-entropy of ``model`` on ``rows`` (tokenizer-style batches), one row at a time
     and over ``CHUNK`` positions at a time, so memory does not grow with the rows or the vocabulary."""
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    device, extra = device_of(model), forward_kwargs(model)
     total = count = 0.0
     for row in rows:
         kwargs = {k: v.to(device) for k, v in row.inputs.kwargs.items()}
         with contextlib.nullcontext() if autocast is None else \
                 torch.autocast(device.type, getattr(torch, autocast), cache_enabled=False):
-            logits = getattr(model(**kwargs, **forward_kwargs(model)), "logits", None)
+            logits = getattr(model(**kwargs, **extra), "logits", None)
         if logits is None:
             raise PruningError("profile=search scores candidates by next-token loss, but the model's output has no "
                                "logits; use a causal language model (…ForCausalLM) or profile=owl")
